@@ -38,3 +38,4 @@ def test_bench_score_tiny_prints_the_ratios():
     out = _run("bench_score.py", "--model", "tiny")
     assert "ratio pairs/s batched vs naive:" in out
     assert "ratio responses/s batched vs naive (best-of-n):" in out
+    assert "ratio pairs/s packed vs batched:" in out and "ratio responses/s packed vs batched (best-of-n):" in out

@@ -153,6 +153,7 @@ def test_training_follows_the_grm_paper_with_lora(params):
     assert cfg.per_device_batch_size * cfg.gradient_accumulation_steps > (
         base_cfg.per_device_batch_size * base_cfg.gradient_accumulation_steps)
     assert grm["log_checkpoint_artifact"] is False
+    assert cfg.packing and cfg.dtype == "bfloat16" and cfg.attn_implementation == "sdpa"
     # Soft merge: what conf/gpu does not name comes from base.
     assert grm["variants"] == base["variants"]
     assert grm["ensemble_reduce"] == base["ensemble_reduce"]

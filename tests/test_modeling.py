@@ -28,6 +28,7 @@ from rewardlab.modeling import (
     REWARD_HEAD_FILE,
     RewardEnsemble,
     RewardModel,
+    lm_load_args,
     load_reward_model,
 )
 from rewardlab.scoring import encode_prompt_response, score_pairs
@@ -311,6 +312,17 @@ def test_ensemble_mean_min_and_persistence(base_dir, tokenizer, tmp_path):
         assert torch.equal(loaded.eval()(**batch).rewards, min_out.rewards)
     with pytest.raises(ValueError, match="reduction"):
         RewardEnsemble(members, reduce="median")
+
+
+def test_load_options_reach_from_pretrained(base_dir, tokenizer, tmp_path):
+    assert lm_load_args({"dtype": "bfloat16", "attn_implementation": None, "batch_size": 8}) == {"dtype": "bfloat16"}
+    fresh_model(base_dir).save_pretrained(tmp_path / "rm", tokenizer=tokenizer)
+    loaded = load_reward_model(tmp_path / "rm", **lm_load_args({"dtype": "bfloat16",
+                                                                "attn_implementation": "eager"}))
+    assert loaded.attention_implementation() == "eager"
+    assert {p.dtype for p in loaded.lm.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in loaded.reward_head.parameters()} == {torch.float32}
+    assert load_reward_model(tmp_path / "rm").attention_implementation() == "sdpa"
 
 
 def test_load_reward_model_rejects_other_directories(tmp_path):

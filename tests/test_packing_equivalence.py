@@ -14,7 +14,8 @@ from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM, Q
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from rewardlab.losses import LossConfig, compute_loss
-from rewardlab.modeling import PACKING_MODEL_TYPES, PackingNotSupportedError, RewardModel
+from rewardlab.modeling import RewardModel
+from rewardlab.packing import PACKING_MODEL_TYPES, PackingNotSupportedError
 from rewardlab.training import TrainConfig, train_reward_model
 from rewardlab.training.data import collate_packed, collate_padded, model_inputs, tokenize_pairs
 

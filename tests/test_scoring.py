@@ -144,6 +144,59 @@ def test_ensemble_scores_are_member_means(base_dir, model, tokenizer):
                                np.minimum(each[0]["reward_rejected"], each[1]["reward_rejected"]), atol=1e-5)
 
 
+@pytest.mark.parametrize("batch_size, max_tokens", [(64, None), (5, None), (64, 60), (3, 45)])
+def test_packed_scoring_matches_padded(model, tokenizer, batch_size, max_tokens):
+    pairs = tiny_pairs_df(13)
+    model.eval()
+    padded = score_pairs(model, tokenizer, pairs, batch_size=4, max_length=64, progress=False)
+    packed = score_pairs(model, tokenizer, pairs, batch_size=batch_size, max_length=64, progress=False,
+                         packing=True, max_tokens=max_tokens)
+    assert list(packed["id"]) == list(pairs["id"])
+    for column in SCORE_COLUMNS[1:]:
+        np.testing.assert_allclose(packed[column], padded[column], atol=1e-5, rtol=1e-5)
+    rewards = score_responses(model, tokenizer, list(pairs["prompt"]), list(pairs["chosen"]), batch_size=batch_size,
+                              max_length=64, progress=False, packing=True, max_tokens=max_tokens)
+    np.testing.assert_allclose(rewards, padded["reward_chosen"], atol=1e-5, rtol=1e-5)
+
+
+def test_packed_batches_respect_the_count_and_the_token_budget(model, tokenizer, monkeypatch):
+    pairs = tiny_pairs_df(13)
+    seen = []
+    forward = type(model).forward
+
+    def recording_forward(self, input_ids, **kwargs):
+        seen.append((input_ids.shape, kwargs.get("attention_mask") is None, len(kwargs["last_token_index"])))
+        return forward(self, input_ids, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", recording_forward)
+    score_pairs(model, tokenizer, pairs, batch_size=5, max_length=64, progress=False, packing=True, max_tokens=50)
+    assert seen and all(shape[0] == 1 and maskless for shape, maskless, _ in seen)  # one row, no padding
+    assert all(count <= 5 for _, _, count in seen)
+    assert all(shape[1] <= 50 or count == 1 for shape, _, count in seen)  # only a lone long sequence exceeds it
+    assert sum(count for _, _, count in seen) == 2 * len(pairs)
+
+
+def test_packed_scoring_of_an_ensemble_and_fallback_for_a_model_that_cannot_pack(base_dir, model, tokenizer,
+                                                                                caplog):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(11)
+    ensemble = RewardEnsemble([model, RewardModel.from_base(base_dir)], reduce="min").eval()
+    pairs = tiny_pairs_df(6)
+    padded = score_pairs(ensemble, tokenizer, pairs, batch_size=4, max_length=64, progress=False)
+    packed = score_pairs(ensemble, tokenizer, pairs, max_length=64, progress=False, packing=True)
+    np.testing.assert_allclose(packed["reward_chosen"], padded["reward_chosen"], atol=1e-5, rtol=1e-5)
+    config = AutoConfig.for_model("opt", vocab_size=len(tokenizer), hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                                  num_attention_heads=4, word_embed_proj_dim=32, max_position_embeddings=128,
+                                  pad_token_id=tokenizer.pad_token_id)
+    opt = RewardModel(AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")).eval()
+    with caplog.at_level("WARNING", logger="rewardlab.scoring"):
+        fallback = score_pairs(opt, tokenizer, pairs, max_length=64, progress=False, packing=True)
+    assert "scoring padded batches instead" in caplog.text and "opt" in caplog.text
+    expected = score_pairs(opt, tokenizer, pairs, max_length=64, progress=False)
+    np.testing.assert_allclose(fallback["reward_chosen"], expected["reward_chosen"], atol=1e-6)
+
+
 def test_real_dialogues_longer_than_max_length(model, tokenizer, hh_rlhf_path):
     import gzip
     import json

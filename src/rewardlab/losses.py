@@ -60,6 +60,12 @@ class LossConfig:
         return self.name in GRM_LOSSES
 
     @property
+    def needs_rejected_logps(self) -> bool:
+        """Whether the regularizer reads S(y_r) too; the SFT forms read S(y_c) only, so the LM head can skip
+        every rejected response."""
+        return self.name in ("grm_dpo_noref", "grm_dpo")
+
+    @property
     def needs_reference(self) -> bool:
         return self.name == "grm_dpo"
 

@@ -4,20 +4,7 @@ The LM head stays so that GRM regularizers can score response log-probs S(y) wit
 Batches come either padded (left or right) or packed (several sequences in one row, position ids restarting
 at 0, no attention mask); rewards are read at each sequence's last real token in both layouts.
 
-Packing relies on transformers turning restarting position ids (with ``attention_mask=None``) into attention
-that stays inside each sequence: a block-causal mask for ``sdpa``, ``eager`` and ``flex_attention``, the
-variable-length kernels for ``flash_attention_2/3/4``. With transformers 5.23 this was checked on CPU (packed
-and one-sequence-at-a-time outputs agree to float32 rounding) for ``sdpa`` and ``eager`` on every architecture
-in `PACKING_MODEL_TYPES`, and for ``flex_attention`` on llama, qwen2, mistral and gemma2; the flash kernels need
-a GPU and were not run here. Packing is
-refused (`PackingNotSupportedError`) for any other attention implementation (e.g. a kernel registered by name,
-which receives no mask and would attend across sequences) and for architectures outside that list: ALiBi models
-(bloom, mpt), models that derive positions from the attention mask (opt) and state-space hybrids (falcon_h1) mix
-packed sequences. `RewardModel.supports_packing()` tells which case applies; the training loop then falls back
-to padded batches, which give the same rewards and S(y). On CPU, torch 2.13 runs ``flex_attention`` forward
-only (no backward) and its compiler failed on the second input shape seen, so train on CPU with ``sdpa`` or
-``eager``; on CPU a packed row also costs more than padded batches with ``sdpa``/``eager`` (the block mask is
-materialized over the whole row), the gain comes from ``flex_attention`` or the flash kernels on a GPU.
+Which models can read packed rows is decided in `rewardlab.packing`.
 
 S(y) is computed from the last hidden states in chunks of `logp_chunk_size` response positions: only a
 chunk x vocabulary block of float32 logits exists at a time, and under autograd each chunk's logits are
@@ -39,6 +26,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from rewardlab.packing import PackingNotSupportedError, attention_implementation, packing_problem
+
 FORMAT_VERSION = 1
 REWARD_CONFIG_FILE = "reward_config.json"
 REWARD_HEAD_FILE = "reward_head.safetensors"
@@ -50,22 +39,6 @@ HEAD_DROPOUT = 0.1
 # Rows of hidden states pushed through the LM head at once when computing S(y): bounds the fp32 logits
 # buffer to chunk x vocab instead of tokens x vocab.
 DEFAULT_LOGP_CHUNK_SIZE = 1024
-# Attention implementations that keep packed sequences apart given restarting position ids and no mask.
-PACKING_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3", "flash_attention_4")
-# transformers architectures (config.model_type) whose packed outputs were checked to match one-sequence-at-a-time
-# outputs (tests/test_packing_equivalence.py checks every one of them).
-PACKING_MODEL_TYPES = (
-    "apertus", "arcee", "cohere", "exaone4", "gemma", "gemma2", "gemma3_text", "glm", "glm4", "gpt2", "gpt_bigcode",
-    "gpt_neox", "gptj", "granite", "helium", "hunyuan_v1_dense", "llama", "ministral", "mistral", "mixtral", "olmo",
-    "olmo2", "olmoe", "phi", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "seed_oss", "smollm3", "stablelm",
-    "starcoder2",
-)
-
-
-class PackingNotSupportedError(ValueError):
-    """A packed batch was given to a model whose attention cannot keep the packed sequences apart."""
-
-
 @dataclass
 class RewardOutput:
     rewards: torch.Tensor  # [N] float32, read at each sequence's last real token
@@ -91,6 +64,13 @@ def build_reward_head(hidden_size: int, head_type: str = "linear") -> nn.Sequent
             nn.init.normal_(layer.weight, std=1.0 / math.sqrt(layer.in_features + 1))
             nn.init.zeros_(layer.bias)
     return head.float()
+
+
+def lm_load_args(options: dict) -> dict:
+    """`from_pretrained` keyword arguments among `options` (training config or pipeline parameters): the
+    weights' `dtype` and `attn_implementation`; keys absent or null keep transformers' defaults (the saved
+    dtype, sdpa)."""
+    return {key: options[key] for key in ("dtype", "attn_implementation") if options.get(key) is not None}
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> str | torch.dtype | None:
@@ -213,23 +193,11 @@ class RewardModel(nn.Module):
     _causal_lm = causal_lm
 
     def attention_implementation(self) -> str:
-        return str(getattr(self.causal_lm().config, "_attn_implementation", None) or "eager")
+        return attention_implementation(self.causal_lm())
 
     def packing_problem(self) -> str | None:
         """Why packed batches would mix sequences in this model, or None when packing is supported."""
-        causal_lm = self.causal_lm()
-        implementation = self.attention_implementation()
-        if implementation not in PACKING_ATTENTION:
-            return (f"attention implementation {implementation!r} cannot keep packed sequences apart; "
-                    f"packing works with {list(PACKING_ATTENTION)}")
-        model_type = getattr(causal_lm.config, "model_type", None)
-        if model_type not in PACKING_MODEL_TYPES or not type(causal_lm).__module__.startswith("transformers."):
-            return (f"packing is not verified for the {type(causal_lm).__name__} architecture "
-                    f"(model_type {model_type!r}); verified: {', '.join(PACKING_MODEL_TYPES)}")
-        accepted = inspect.signature(self._backbone().forward).parameters
-        if "position_ids" not in accepted and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-            return f"{type(causal_lm).__name__} takes no position_ids"
-        return None
+        return packing_problem(self.causal_lm(), self._backbone())
 
     def supports_packing(self) -> bool:
         """Whether packed batches (restarting position ids, no attention mask) keep sequences apart here."""
@@ -371,6 +339,12 @@ class RewardEnsemble(nn.Module):
         return RewardOutput(rewards=rewards, last_hidden=outputs[0].last_hidden,
                             response_logps=outputs[0].response_logps)
 
+    def packing_problem(self) -> str | None:
+        return next((problem for problem in (m.packing_problem() for m in self.members) if problem), None)
+
+    def supports_packing(self) -> bool:
+        return self.packing_problem() is None
+
     def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -384,24 +358,27 @@ class RewardEnsemble(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, dtype=None, trust_remote_code: bool = False,
-                        reduce: str | None = None) -> "RewardEnsemble":
+                        reduce: str | None = None, **lm_kwargs) -> "RewardEnsemble":
         directory = Path(directory)
         config_path = directory / ENSEMBLE_CONFIG_FILE
         if not config_path.exists():
             raise FileNotFoundError(f"{config_path} not found: not a saved reward ensemble directory")
         config = json.loads(config_path.read_text())
         members = [
-            RewardModel.from_pretrained(directory / name, dtype=dtype, trust_remote_code=trust_remote_code)
+            RewardModel.from_pretrained(directory / name, dtype=dtype, trust_remote_code=trust_remote_code,
+                                        **lm_kwargs)
             for name in config["members"]
         ]
         return cls(members, reduce=reduce or config["reduce"])
 
 
-def load_reward_model(path: str | Path, dtype=None, trust_remote_code: bool = False) -> RewardModel | RewardEnsemble:
-    """Load a saved RewardModel or RewardEnsemble, whichever the directory holds."""
+def load_reward_model(path: str | Path, dtype=None, trust_remote_code: bool = False,
+                      **lm_kwargs) -> RewardModel | RewardEnsemble:
+    """Load a saved RewardModel or RewardEnsemble, whichever the directory holds; `lm_kwargs` (e.g.
+    `attn_implementation`) go to the causal LM's `from_pretrained`."""
     path = Path(path)
     if (path / ENSEMBLE_CONFIG_FILE).exists():
-        return RewardEnsemble.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+        return RewardEnsemble.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **lm_kwargs)
     if (path / REWARD_CONFIG_FILE).exists():
-        return RewardModel.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+        return RewardModel.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **lm_kwargs)
     raise FileNotFoundError(f"{path} holds neither {REWARD_CONFIG_FILE} nor {ENSEMBLE_CONFIG_FILE}")

@@ -22,7 +22,8 @@ def test_unknown_keys_are_named():
 
 @pytest.mark.parametrize("key, value", [("head", "deep"), ("tuning", "qlora"), ("mixed_precision", "fp16"),
                                         ("reference", "none"), ("per_device_batch_size", 0),
-                                        ("warmup_ratio", 1.5), ("learning_rate", 0.0)])
+                                        ("warmup_ratio", 1.5), ("learning_rate", 0.0), ("dtype", "fp8"),
+                                        ("attn_implementation", " ")])
 def test_invalid_values_are_refused(key, value):
     with pytest.raises(ValueError, match=key):
         TrainConfig.from_dict({key: value})
@@ -43,6 +44,11 @@ def test_config_hash_tracks_what_changes_the_weights():
     assert base.config_hash() != TrainConfig.from_dict({"learning_rate": 2e-4}).config_hash()
     assert base.config_hash() != TrainConfig.from_dict({"learning_rate": 1e-4, "loss": {"name": "bsr"}}).config_hash()
     assert base.config_hash({"data": "a"}) != base.config_hash({"data": "b"})
+    # Load options join the hash only when set, so runs stored before they existed still resume.
+    unset = TrainConfig.from_dict({"learning_rate": 1e-4, "dtype": None, "attn_implementation": None})
+    assert unset.config_hash() == base.config_hash()
+    for key, value in (("dtype", "bfloat16"), ("attn_implementation", "eager")):
+        assert TrainConfig.from_dict({"learning_rate": 1e-4, key: value}).config_hash() != base.config_hash()
 
 
 def test_numbers_written_as_strings_are_normalized():

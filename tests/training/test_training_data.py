@@ -7,6 +7,7 @@ from rewardlab.modeling import RewardModel
 from rewardlab.schema import pair_texts
 from rewardlab.scoring import encode_prompt_response
 from rewardlab.training import BatchPlan, collate_packed, collate_padded, tokenize_pairs
+from rewardlab.training.data import collate
 from rewardlab.training.data import model_inputs
 
 
@@ -103,3 +104,48 @@ def test_ranks_take_contiguous_shards_of_the_same_global_batch():
 def test_batch_plan_refuses_data_smaller_than_a_batch():
     with pytest.raises(ValueError, match="global batch"):
         BatchPlan(num_examples=3, per_device_batch_size=2, num_processes=2)
+
+
+def _lm_head_rows(model: RewardModel) -> list[int]:
+    """Rows of hidden states the LM head receives, call by call."""
+    rows: list[int] = []
+    model.causal_lm().get_output_embeddings().register_forward_hook(
+        lambda module, inputs, output: rows.append(inputs[0].reshape(-1, inputs[0].shape[-1]).shape[0]))
+    return rows
+
+
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+def test_without_rejected_responses_scores_chosen_only_and_keeps_the_sft_gradient(tiny_base, pairs, packing):
+    from rewardlab.losses import LossConfig, compute_loss
+    from rewardlab.training.data import without_rejected_responses
+
+    path, tokenizer = tiny_base
+    examples = tokenize_pairs(pairs.iloc[:5], tokenizer, max_length=48)
+    batch = collate(examples, packing, pad_token_id=tokenizer.pad_token_id or 0)
+    trimmed = without_rejected_responses(batch)
+    n = len(examples)
+    chosen_tokens = sum(sum(e.chosen_response_mask[1:]) for e in examples)
+    assert chosen_tokens > 0 and any(sum(e.rejected_response_mask[1:]) for e in examples)
+    cfg = LossConfig(name="grm_sft", alpha=0.5)
+
+    def step(inputs):
+        torch.manual_seed(0)
+        model = RewardModel.from_base(path).eval()  # eval: no dropout, the same function both times
+        rows = _lm_head_rows(model)
+        out = model(**model_inputs(inputs), compute_logps=True)
+        forward_rows = sum(rows)  # backward recomputes each chunk's logits once more
+        parts = compute_loss(cfg, out.rewards[:n], out.rewards[n:], out.response_logps[:n])
+        parts["loss"].backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        return out, forward_rows, grads
+
+    full, full_rows, full_grads = step(batch)
+    only, only_rows, only_grads = step(trimmed)
+    assert only_rows == chosen_tokens < full_rows
+    assert torch.equal(only.rewards, full.rewards)
+    torch.testing.assert_close(only.response_logps[:n], full.response_logps[:n], rtol=0, atol=1e-5)
+    assert torch.all(only.response_logps[n:] == 0)
+    assert only_grads.keys() == full_grads.keys()
+    for name in full_grads:
+        torch.testing.assert_close(only_grads[name], full_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+    assert torch.equal(batch["response_mask"], collate(examples, packing, tokenizer.pad_token_id or 0)["response_mask"])

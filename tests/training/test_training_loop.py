@@ -24,8 +24,9 @@ def test_same_seed_gives_identical_weights_and_history(tiny_base, pairs, tmp_pat
     assert history1 == history2 and len(history1) == 8
     assert [s for s, _ in logged] == list(range(1, 9))
     expected = {"loss", "bt", "reg", "accuracy", "reward_mean", "reward_std", "hidden_norm_dispersion",
-                "learning_rate", "grad_norm", "logps_chosen_mean", "logps_rejected_mean"}
+                "learning_rate", "grad_norm", "logps_chosen_mean"}
     assert expected <= set(logged[0][1])
+    assert "logps_rejected_mean" not in logged[0][1]  # GRM-SFT never computes S(y_r)
     assert {"eval_accuracy", "eval_loss"} <= set(history1[-1])  # evaluated at the end
     assert not first.training
     other, _ = train_reward_model(path, tokenizer, pairs, None, fast_config(num_epochs=2, seed=7,
@@ -96,6 +97,7 @@ def test_grm_dpo_reference_stays_the_initial_model(tiny_base, pairs, tmp_path):
                                   tmp_path / "pre")
     # The precomputed S_ref is the initial model's, computed once; a reference that drifted with
     # training would make the regularizer (and so every later step) differ.
+    assert {"logps_chosen_mean", "logps_rejected_mean"} <= set(live[0])  # DPO forms read both sides
     for a, b in zip(live, table):
         assert a["reg"] == pytest.approx(b["reg"], abs=1e-4)
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
@@ -201,3 +203,16 @@ def test_bf16_mixed_precision_trains_close_to_fp32(tiny_base, pairs, tmp_path):
     assert all(math.isfinite(h["loss"]) for h in half)
     assert half[0]["loss"] == pytest.approx(full[0]["loss"], abs=2e-2)
     assert half[0]["loss"] != full[0]["loss"]  # the forward pass did run in bf16
+
+
+def test_base_model_is_loaded_with_the_configured_dtype_and_attention(tiny_base, pairs, tmp_path):
+    path, tokenizer = tiny_base
+    cfg = fast_config(max_steps=1, dtype="bfloat16", attn_implementation="eager", loss={"name": "grm_sft"})
+    model, history = train_reward_model(path, tokenizer, pairs, None, cfg, tmp_path)
+    assert model.attention_implementation() == "eager"
+    assert {p.dtype for p in model.lm.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.reward_head.parameters()} == {torch.float32}  # the head keeps full precision
+    assert math.isfinite(history[-1]["loss"])
+    default, _ = train_reward_model(path, tokenizer, pairs, None, fast_config(max_steps=1), tmp_path / "default")
+    assert default.attention_implementation() == "sdpa"
+    assert {p.dtype for p in default.lm.parameters()} == {torch.float32}  # as saved

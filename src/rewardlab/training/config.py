@@ -23,7 +23,8 @@ _INTS = frozenset({"lora_r", "lora_alpha", "num_epochs", "max_steps", "per_devic
                    "gradient_accumulation_steps", "max_tokens_per_micro_batch", "max_length", "seed", "eval_every",
                    "checkpoint_every", "keep_checkpoints", "num_processes"})
 # Options added after runs were already stored: left out of the hash while unset, so those runs still resume.
-_HASHED_WHEN_SET = frozenset({"max_tokens_per_micro_batch"})
+_HASHED_WHEN_SET = frozenset({"max_tokens_per_micro_batch", "dtype", "attn_implementation"})
+WEIGHT_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -66,6 +67,12 @@ class TrainConfig:
     # One row per micro-batch, no padding, when the model's attention keeps packed sequences apart
     # (RewardModel.supports_packing); otherwise the loop warns and uses padded batches.
     packing: bool = False
+    # How the base model is loaded (when it is given as a directory or hub id): the dtype of its weights
+    # (None or "auto": as saved, e.g. bf16 for most hub checkpoints; "float32" keeps full-precision master
+    # weights under bf16 autocast) and transformers' attention implementation (None: transformers' default,
+    # sdpa; "flex_attention" or "flash_attention_2" make packed rows cheap on GPUs).
+    dtype: str | None = None
+    attn_implementation: str | None = None
     gradient_checkpointing: bool = False
     torch_compile: bool = False
     reference: str = "model"  # grm_dpo only: a frozen copy of the initial model, or S_ref computed up front
@@ -116,6 +123,10 @@ class TrainConfig:
         choice("tuning", TUNINGS)
         choice("mixed_precision", PRECISIONS)
         choice("reference", REFERENCES)
+        if self.dtype is not None:
+            choice("dtype", WEIGHT_DTYPES)
+        if self.attn_implementation is not None and not str(self.attn_implementation).strip():
+            raise ValueError("TrainConfig.attn_implementation must be a name (e.g. 'sdpa') or null")
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "num_epochs", "max_length",
                      "num_processes", "keep_checkpoints", "lora_r"):
             if int(getattr(self, name)) < 1:

@@ -112,6 +112,21 @@ def collate(examples: list[PairExample], packing: bool, pad_token_id: int) -> di
     return collate_packed(examples) if packing else collate_padded(examples, pad_token_id)
 
 
+def without_rejected_responses(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch with the rejected sequences' response masks cleared, in either layout.
+
+    S(y) is summed over response-mask positions only, so the LM head then scores chosen responses alone
+    (S(y_r) comes out 0): half the LM-head work for losses that never read S(y_r). Rewards are unchanged.
+    """
+    n_pairs = batch["indices"].shape[0]
+    response_mask = batch["response_mask"].clone()
+    if "sequence_ids" in batch:
+        response_mask[batch["sequence_ids"] >= n_pairs] = 0
+    else:
+        response_mask[n_pairs:] = 0
+    return {**batch, "response_mask": response_mask}
+
+
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids", "response_mask", "last_token_index",
                     "sequence_ids")
 

@@ -23,10 +23,11 @@ import torch
 from tqdm.auto import tqdm
 
 from rewardlab.losses import compute_loss
-from rewardlab.modeling import RewardModel
+from rewardlab.modeling import RewardModel, lm_load_args
 from rewardlab.training import checkpoint as ckpt
 from rewardlab.training.config import TrainConfig
-from rewardlab.training.data import BatchPlan, PairExample, collate, model_inputs, tokenize_pairs
+from rewardlab.training.data import (BatchPlan, PairExample, collate, model_inputs, tokenize_pairs,
+                                     without_rejected_responses)
 from rewardlab.training.microbatch import chunk_for_inference, plan_micro_batches
 from rewardlab.training.tuning import (apply_tuning, finish_tuning, model_fingerprint, optimizer_groups,
                                        trainable_parameters)
@@ -146,9 +147,13 @@ class _Run:
             if base_model.head_type != cfg.head:
                 raise ValueError(f"the given RewardModel has a '{base_model.head_type}' head but cfg.head is "
                                  f"'{cfg.head}'")
+            if lm_load_args(cfg.to_dict()):
+                logger.warning("TrainConfig %s only apply when the base model is loaded from a path or hub id; "
+                               "the given RewardModel is used as it is.", sorted(lm_load_args(cfg.to_dict())))
             model, base_id = base_model, f"model:{model_fingerprint(base_model)}"
         else:
-            model, base_id = RewardModel.from_base(base_model, head=cfg.head), str(base_model)
+            model = RewardModel.from_base(base_model, head=cfg.head, **lm_load_args(cfg.to_dict()))
+            base_id = str(base_model)
         model.to(acc.device)
         self.packing = bool(cfg.packing)
         if self.packing and not model.supports_packing():
@@ -238,6 +243,7 @@ class _Run:
     def _train_step(self, step: int) -> dict[str, float]:
         cfg, acc = self.cfg, self.acc
         needs_logps = cfg.loss.needs_logps
+        needs_rejected_logps = cfg.loss.needs_rejected_logps
         micro_batches = plan_micro_batches(self.plan.micro_batches(step, acc.process_index), self.train_examples,
                                            cfg.max_tokens_per_micro_batch, self.packing)
         step_pairs = sum(len(indices) for indices in micro_batches)
@@ -246,6 +252,8 @@ class _Run:
         self.wrapped.train()
         for micro, indices in enumerate(micro_batches):
             batch = self._batch(indices, self.train_examples)
+            if needs_logps and not needs_rejected_logps:
+                batch = without_rejected_responses(batch)
             n_pairs = len(indices)
             share = n_pairs / step_pairs  # weight of this micro-batch's per-pair means in the step's
             last = micro == len(micro_batches) - 1
@@ -253,9 +261,10 @@ class _Run:
                 out = self.wrapped(**model_inputs(batch), compute_logps=needs_logps)
                 rewards = out.rewards.float()
                 s = out.response_logps.float() if needs_logps else None
+                s_c = s[:n_pairs] if s is not None else None
+                s_r = s[n_pairs:] if s is not None and needs_rejected_logps else None
                 ref_c, ref_r = self._reference_logps(batch) if cfg.loss.needs_reference else (None, None)
-                parts = compute_loss(cfg.loss, rewards[:n_pairs], rewards[n_pairs:],
-                                     s[:n_pairs] if s is not None else None, s[n_pairs:] if s is not None else None,
+                parts = compute_loss(cfg.loss, rewards[:n_pairs], rewards[n_pairs:], s_c, s_r,
                                      ref_c, ref_r, margins=batch["margins"])
                 acc.backward(parts["loss"] * share)
             for key, value in parts.items():
@@ -263,9 +272,10 @@ class _Run:
             chosen.append(rewards[:n_pairs].detach())
             rejected.append(rewards[n_pairs:].detach())
             norms.append(out.last_hidden.detach().float().norm(dim=-1))
-            if s is not None:
-                logps_c.append(s[:n_pairs].detach())
-                logps_r.append(s[n_pairs:].detach())
+            if s_c is not None:
+                logps_c.append(s_c.detach())
+            if s_r is not None:
+                logps_r.append(s_r.detach())
         keys = sorted(sums)
         reduced = acc.reduce(torch.stack([sums[k] for k in keys]), "mean")
         components = {k: float(v) for k, v in zip(keys, reduced.cpu())}
@@ -294,6 +304,7 @@ class _Run:
         }
         if logps_c:
             metrics["logps_chosen_mean"] = float(acc.gather(torch.cat(logps_c)).mean())
+        if logps_r:
             metrics["logps_rejected_mean"] = float(acc.gather(torch.cat(logps_r)).mean())
         return metrics
 

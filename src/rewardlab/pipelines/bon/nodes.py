@@ -18,8 +18,9 @@ def sample_policy(policy_path: str, prompts: pd.DataFrame, params: dict[str, Any
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rewardlab.bon import sample_responses
+    from rewardlab.modeling import lm_load_args
 
-    model = to_accelerator(AutoModelForCausalLM.from_pretrained(policy_path).eval())
+    model = to_accelerator(AutoModelForCausalLM.from_pretrained(policy_path, **lm_load_args(params)).eval())
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
     chosen = prompts.head(int(params.get("num_prompts", len(prompts))))
     return sample_responses(
@@ -34,17 +35,19 @@ def score_samples(reward_model_path: str, samples: pd.DataFrame, params: dict[st
     """Proxy (the trained RM) and gold scores for every sample."""
     from transformers import AutoTokenizer
 
-    from rewardlab.modeling import load_reward_model
+    from rewardlab.modeling import lm_load_args, load_reward_model
     from rewardlab.scoring import score_responses
     from rewardlab.world import load_gold_reward
 
-    model = to_accelerator(load_reward_model(reward_model_path))
+    model = to_accelerator(load_reward_model(reward_model_path, **lm_load_args(params)))
     tokenizer = AutoTokenizer.from_pretrained(reward_model_path)
     prompts, responses = samples["prompt"].tolist(), samples["response"].tolist()
     scored = samples.copy()
     scored["proxy"] = score_responses(model, tokenizer, prompts, responses,
                                       batch_size=int(params.get("score_batch_size", 64)),
-                                      max_length=int(params.get("max_length", 512)))
+                                      max_length=int(params.get("max_length", 512)),
+                                      packing=bool(params.get("packing", False)),
+                                      max_tokens=params.get("max_tokens_per_batch"))
     scored["gold"] = load_gold_reward(params.get("gold", "world")).score(prompts, responses)
     return scored
 

@@ -41,18 +41,19 @@ def score_eval_sets(
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rewards for every pair of every set, and proxy rewards for every world response (vs its gold)."""
-    from rewardlab.modeling import load_reward_model
+    from rewardlab.modeling import lm_load_args, load_reward_model
     from rewardlab.scoring import score_pairs, score_responses
     from transformers import AutoTokenizer
 
-    model = to_accelerator(load_reward_model(reward_model_path))
+    model = to_accelerator(load_reward_model(reward_model_path, **lm_load_args(params)))
     tokenizer = AutoTokenizer.from_pretrained(reward_model_path)
     batch_size, max_length = int(params.get("batch_size", 64)), int(params.get("max_length", 512))
+    layout = {"packing": bool(params.get("packing", False)), "max_tokens": params.get("max_tokens_per_batch")}
     named_sets = dict(zip(WORLD_SETS, (test, ood_prompt, ood_response, ood_both))) | dict(extra_sets)
     scored = []
     for name, pairs in named_sets.items():
         logger.info("Scoring %d pairs of '%s'", len(pairs), name)
-        scores = score_pairs(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length)
+        scores = score_pairs(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length, **layout)
         scores.insert(0, "eval_set", name)
         if "subset" in pairs.columns:
             scores["subset"] = pairs.set_index("id").loc[scores["id"], "subset"].to_numpy()
@@ -60,7 +61,7 @@ def score_eval_sets(
     responses = eval_responses.copy()
     responses["proxy"] = score_responses(
         model, tokenizer, responses["prompt"].tolist(), responses["response"].tolist(),
-        batch_size=batch_size, max_length=max_length,
+        batch_size=batch_size, max_length=max_length, **layout,
     )
     return pd.concat(scored, ignore_index=True), responses
 
