@@ -2,10 +2,10 @@
 
 from kedro.config import OmegaConfigLoader  # noqa: F401
 
-from rewardlab.hooks import MlflowCheckpointHooks, RunGuardHooks
+from rewardlab.hooks import MlflowCheckpointHooks, RunGuardHooks, SignalHooks
 
 # kedro-mlflow registers its own hook through its entry point.
-HOOKS = (RunGuardHooks(), MlflowCheckpointHooks())
+HOOKS = (RunGuardHooks(), MlflowCheckpointHooks(), SignalHooks())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

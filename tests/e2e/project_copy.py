@@ -43,14 +43,23 @@ def make_project_copy(target: Path, parameters: dict | None = None) -> Path:
     return target
 
 
-def kedro(project: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs the `kedro` CLI of this environment inside `project`."""
+def kedro_command(*args: str) -> list[str]:
+    """The `kedro` CLI of this environment with `args`."""
+    return [sys.executable, "-m", "kedro", *args]
+
+
+def kedro_env() -> dict[str, str]:
+    """Offline, no telemetry, and the project's own MLflow store (no run or store inherited from outside)."""
     env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("MLFLOW_RUN_ID", None)
     env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def kedro(project: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs the `kedro` CLI of this environment inside `project`."""
     result = subprocess.run(
-        [sys.executable, "-m", "kedro", *args], cwd=project, env=env, capture_output=True, text=True,
-        timeout=timeout,
+        kedro_command(*args), cwd=project, env=kedro_env(), capture_output=True, text=True, timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"kedro {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"

@@ -1,14 +1,22 @@
-"""The Kedro project as a user drives it: registry, the default DAG, MLflow tracking, run guards, viz build."""
+"""The Kedro project as a user drives it: registry, the default DAG, MLflow tracking, run guards, viz build,
+a run stopped by SIGTERM or Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
-from project_copy import kedro, make_project_copy
+from project_copy import TINY_PARAMETERS, kedro, kedro_command, kedro_env, make_project_copy
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +95,74 @@ def test_default_dag_is_one_mlflow_run_with_params_and_metrics(tiny_project):
     assert len(history) > 5  # per-step logging
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "reward_model" in artifacts
+
+
+def _poll(condition, what: str, process: subprocess.Popen, log: Path, timeout: float = 120):
+    """`condition()`'s first truthy value; fails when the run exits first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"no {what} (kedro exit code {process.poll()}):\n{log.read_text()[-6000:]}")
+        time.sleep(0.2)
+    return value
+
+
+@pytest.mark.parametrize(("signum", "num_processes"), [
+    (signal.SIGTERM, 1), (signal.SIGTERM, 2), (signal.SIGINT, 1),
+], ids=["sigterm-in_process", "sigterm-accelerate_launch", "sigint-in_process"])
+def test_a_stopped_run_ends_failed_in_mlflow_and_keeps_what_was_saved(tiny_project, tmp_path, signum, num_processes):
+    from mlflow.tracking import MlflowClient
+
+    from rewardlab.training.checkpoint import find_latest_checkpoint, read_meta
+
+    parameters = copy.deepcopy(TINY_PARAMETERS)
+    # Far more steps than the test waits for: the run is still training when the signal comes.
+    parameters["grm_train"]["train"].update(num_epochs=1000, checkpoint_every=5, num_processes=num_processes)
+    project = make_project_copy(tmp_path / "p", parameters)
+    for inputs in ("03_primary", "06_models/base_model"):  # grm_train's inputs, made by the tiny project's run
+        shutil.copytree(tiny_project / "data" / inputs, project / "data" / inputs)
+    state_dir = project / "data" / "06_models" / "training_state" / "grm_sft__noise0.25__seed0" / "member0"
+    log = tmp_path / "kedro.log"
+    with open(log, "w") as out:
+        # SIGINT as in a terminal, even where this test itself runs with SIGINT ignored (a background job).
+        process = subprocess.Popen(kedro_command("run", "--pipeline", "grm_train"), cwd=project, env=kedro_env(),
+                                   stdout=out, stderr=subprocess.STDOUT,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    children: list[psutil.Process] = []
+    try:
+        saved_step = read_meta(_poll(lambda: find_latest_checkpoint(state_dir), "checkpoint", process, log))["step"]
+        client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("rewardlab")
+        (run,) = client.search_runs([experiment.experiment_id])
+        assert run.info.status == "RUNNING"
+        logged = len(_poll(lambda: client.get_metric_history(run.info.run_id, "loss"), "loss metric", process, log))
+        noise_record = _latest(project / "data" / "05_model_input" / "noise_record.parquet")
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert children or num_processes == 1  # `accelerate launch` and its workers
+
+        process.send_signal(signum)
+        returncode = process.wait(timeout=90)
+        _, alive = psutil.wait_procs(children, timeout=30)
+    finally:  # whatever failed, neither the run nor its training processes outlive the test
+        if process.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                children = children or psutil.Process(process.pid).children(recursive=True)
+            process.kill()
+            process.wait()
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+    output = log.read_text()
+    assert returncode != 0, output[-6000:]
+    run = client.get_run(run.info.run_id)
+    assert run.info.status == "FAILED", output[-6000:]
+    assert run.info.end_time is not None
+    assert f"RunTerminated: received {signum.name}" in output, output[-6000:]
+    assert not alive, f"training processes left running: {alive}"
+    assert len(client.get_metric_history(run.info.run_id, "loss")) >= logged  # metrics logged before are kept
+    # Saved before the signal and untouched by it: the versioned noise record and a complete checkpoint.
+    train_pairs = pd.read_parquet(_latest(project / "data" / "03_primary" / "train_pairs.parquet"))
+    assert len(pd.read_parquet(noise_record)) == len(train_pairs)
+    latest = find_latest_checkpoint(state_dir)
+    assert latest is not None and read_meta(latest)["step"] >= saved_step
+    assert (latest / "trainable.safetensors").stat().st_size > 0
