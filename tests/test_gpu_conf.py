@@ -16,7 +16,6 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, DatasetError
 
 from rewardlab.adapters import FORMATS
@@ -24,7 +23,7 @@ from rewardlab.datasets import PairSourceDataset, PretrainedDataset
 from rewardlab.evalsets import EVAL_KINDS, HHH_CONFIGS, MT_BENCH_SPLITS
 from rewardlab.pipeline_registry import register_pipelines
 from rewardlab.pipelines.grm_train.nodes import resolve_train_config
-from rewardlab.settings import CONFIG_LOADER_ARGS
+from rewardlab.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 from rewardlab.training import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +43,12 @@ REPLACED_WORLD_ENTRIES = ("base_model", "raw_train_pairs", "world_test_pairs", "
                           "world_ood_response_pairs", "world_ood_both_pairs", "world_eval_responses", "bon_prompts")
 
 
-def _loader(runtime_params: dict[str, Any] | None = None) -> OmegaConfigLoader:
-    return OmegaConfigLoader(conf_source=str(CONF), env="gpu", runtime_params=runtime_params, **CONFIG_LOADER_ARGS)
+def _loader(runtime_params: dict[str, Any] | None = None) -> CONFIG_LOADER_CLASS:
+    return CONFIG_LOADER_CLASS(conf_source=str(CONF), env="gpu", runtime_params=runtime_params, **CONFIG_LOADER_ARGS)
 
 
 @pytest.fixture(scope="module")
-def config() -> OmegaConfigLoader:
+def config() -> CONFIG_LOADER_CLASS:
     return _loader()
 
 
@@ -65,7 +64,7 @@ def params(config) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def base_catalog_conf() -> dict[str, Any]:
-    return OmegaConfigLoader(conf_source=str(CONF), env="base", **CONFIG_LOADER_ARGS)["catalog"]
+    return CONFIG_LOADER_CLASS(conf_source=str(CONF), env="base", **CONFIG_LOADER_ARGS)["catalog"]
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +146,7 @@ def test_training_follows_the_grm_paper_with_lora(params):
     assert cfg.learning_rate == pytest.approx(1e-5)
     assert cfg.warmup_ratio == pytest.approx(0.03)
     assert (cfg.num_epochs, cfg.max_length) == (2, 1024)
-    base = OmegaConfigLoader(conf_source=str(CONF), env="base", **CONFIG_LOADER_ARGS)["parameters"]["grm_train"]
+    base = CONFIG_LOADER_CLASS(conf_source=str(CONF), env="base", **CONFIG_LOADER_ARGS)["parameters"]["grm_train"]
     base_cfg = TrainConfig.from_dict(resolve_train_config(base))
     assert cfg.gradient_accumulation_steps > base_cfg.gradient_accumulation_steps
     assert cfg.per_device_batch_size * cfg.gradient_accumulation_steps > (
@@ -258,7 +257,10 @@ def test_runs_go_to_their_own_mlflow_experiment(config):
     mlflow_conf = config["mlflow"]
     KedroMlflowConfig(**mlflow_conf)  # the schema kedro-mlflow validates at start-up
     assert mlflow_conf["tracking"]["experiment"]["name"] != "rewardlab"
-    assert mlflow_conf["server"]["mlflow_tracking_uri"] == "sqlite:///mlflow.db"
+    project = CONF.parent.resolve().as_posix()
+    assert mlflow_conf["server"]["mlflow_tracking_uri"] == f"sqlite:///{project}/mlflow.db"
+    assert mlflow_conf["tracking"]["experiment"]["create_experiment_kwargs"]["artifact_location"] == \
+        f"{project}/mlartifacts"
 
 
 SESSION_SCRIPT = """

@@ -97,6 +97,26 @@ def test_default_dag_is_one_mlflow_run_with_params_and_metrics(tiny_project):
     assert "reward_model" in artifacts
 
 
+def test_a_run_started_in_a_subdirectory_tracks_into_the_projects_store(tiny_project, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    project = tmp_path / "project"
+    shutil.copytree(tiny_project, project, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts", "build"))
+    notebooks = project / "notebooks"
+    notebooks.mkdir(exist_ok=True)
+    done = subprocess.run(kedro_command("run", "--pipelines", "ood_eval"), cwd=notebooks, env=kedro_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert not any((notebooks / name).exists() for name in ("mlflow.db", "mlartifacts"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("rewardlab")
+    assert Path(experiment.artifact_location.removeprefix("file://")) == project / "mlartifacts"
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and "eval.test.accuracy" in run.data.metrics
+    assert any(a.path == "ood_metrics.csv" for a in client.list_artifacts(run.info.run_id))
+    assert list((project / "mlartifacts").rglob("ood_metrics.csv"))
+
+
 def _poll(condition, what: str, process: subprocess.Popen, log: Path, timeout: float = 120):
     """`condition()`'s first truthy value; fails when the run exits first or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
