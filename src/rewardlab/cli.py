@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import click
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @click.group(name="rewardlab")
@@ -18,6 +21,42 @@ def cli() -> None:
 
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _results_dir(env: str | None) -> Path:
+    """Where `ood_eval` writes one result file per grid point, as the catalog of `env` says."""
+    from kedro.utils import find_kedro_project
+
+    from rewardlab.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    root = find_kedro_project(Path.cwd()) or Path.cwd()
+    catalog = CONFIG_LOADER_CLASS(conf_source=str(root / "conf"), env=env, **CONFIG_LOADER_ARGS)["catalog"]
+    path = Path(catalog["ood_results_by_run"]["path"])
+    return path if path.is_absolute() else root / path
+
+
+def _run_point(command: list[str]) -> tuple[int, str | None]:
+    """Runs one grid point; returns its exit code and the name of the signal that stopped the grid, if any.
+
+    The run gets its own process group, so a SIGTERM or Ctrl-C reaches it once, through the grid: it then
+    ends its MLflow run FAILED and stops its training processes, and the grid waits for that instead of
+    leaving the run behind (SIGTERM to the grid alone) or killing it half-way (`subprocess.run` on Ctrl-C).
+    """
+    process = subprocess.Popen(command, env=os.environ | {"KEDRO_DISABLE_TELEMETRY": "true"},
+                               start_new_session=True)
+    received: list[str] = []
+
+    def forward(signum: int, frame) -> None:
+        received.append(signal.Signals(signum).name)
+        process.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    try:
+        returncode = process.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return returncode, received[0] if received else None
 
 
 @cli.command("grid")
@@ -35,10 +74,10 @@ def grid(variants: str, noise_rates: str, seeds: str, pipelines: str, env: str |
          skip_done: bool) -> None:
     """Train and evaluate every variant x noise rate x seed, each as its own `kedro run` and MLflow run."""
     points = list(itertools.product(_split(variants), _split(noise_rates), _split(seeds)))
-    done_dir = Path("data/08_reporting/ood_results_by_run")
+    done_dir = _results_dir(env) if skip_done else None
     for index, (variant, noise, seed) in enumerate(points, start=1):
         label = f"{variant}__noise{float(noise):g}__seed{seed}"
-        if skip_done and "ood_eval" in pipelines and (done_dir / f"{label}.csv").exists():
+        if done_dir is not None and "ood_eval" in pipelines and (done_dir / f"{label}.csv").exists():
             click.echo(f"[{index}/{len(points)}] {label}: already evaluated, skipped")
             continue
         params = f"grm_train.variant={variant},grm_train.noise_rate={noise},grm_train.seed={seed}"
@@ -48,7 +87,10 @@ def grid(variants: str, noise_rates: str, seeds: str, pipelines: str, env: str |
         if env:
             command += ["--env", env]
         click.echo(f"[{index}/{len(points)}] {label}: {' '.join(command[1:])}")
-        result = subprocess.run(command, env=os.environ | {"KEDRO_DISABLE_TELEMETRY": "true"}, check=False)
-        if result.returncode != 0:
-            raise click.ClickException(f"grid point {label} failed (exit {result.returncode}); "
+        returncode, stopped_by = _run_point(command)
+        if stopped_by:
+            raise click.ClickException(f"grid stopped by {stopped_by} at {label} (its run exited {returncode}); "
+                                       "rerun `kedro grid` with the same options to resume")
+        if returncode != 0:
+            raise click.ClickException(f"grid point {label} failed (exit {returncode}); "
                                        "rerun `kedro grid` with the same options to resume")

@@ -127,6 +127,16 @@ def _poll(condition, what: str, process: subprocess.Popen, log: Path, timeout: f
     return value
 
 
+def _long_training_project(tiny_project: Path, target: Path, num_processes: int = 1) -> Path:
+    """A project copy holding grm_train's inputs, whose training runs far longer than a test waits for."""
+    parameters = copy.deepcopy(TINY_PARAMETERS)
+    parameters["grm_train"]["train"].update(num_epochs=1000, checkpoint_every=5, num_processes=num_processes)
+    project = make_project_copy(target, parameters)
+    for inputs in ("03_primary", "06_models/base_model"):  # grm_train's inputs, made by the tiny project's run
+        shutil.copytree(tiny_project / "data" / inputs, project / "data" / inputs)
+    return project
+
+
 @pytest.mark.parametrize(("signum", "num_processes"), [
     (signal.SIGTERM, 1), (signal.SIGTERM, 2), (signal.SIGINT, 1),
 ], ids=["sigterm-in_process", "sigterm-accelerate_launch", "sigint-in_process"])
@@ -135,12 +145,7 @@ def test_a_stopped_run_ends_failed_in_mlflow_and_keeps_what_was_saved(tiny_proje
 
     from rewardlab.training.checkpoint import find_latest_checkpoint, read_meta
 
-    parameters = copy.deepcopy(TINY_PARAMETERS)
-    # Far more steps than the test waits for: the run is still training when the signal comes.
-    parameters["grm_train"]["train"].update(num_epochs=1000, checkpoint_every=5, num_processes=num_processes)
-    project = make_project_copy(tmp_path / "p", parameters)
-    for inputs in ("03_primary", "06_models/base_model"):  # grm_train's inputs, made by the tiny project's run
-        shutil.copytree(tiny_project / "data" / inputs, project / "data" / inputs)
+    project = _long_training_project(tiny_project, tmp_path / "p", num_processes)
     state_dir = project / "data" / "06_models" / "training_state" / "grm_sft__noise0.25__seed0" / "member0"
     log = tmp_path / "kedro.log"
     with open(log, "w") as out:
@@ -186,3 +191,41 @@ def test_a_stopped_run_ends_failed_in_mlflow_and_keeps_what_was_saved(tiny_proje
     latest = find_latest_checkpoint(state_dir)
     assert latest is not None and read_meta(latest)["step"] >= saved_step
     assert (latest / "trainable.safetensors").stat().st_size > 0
+
+
+def test_a_stopped_grid_stops_its_run_which_ends_failed(tiny_project, tmp_path):
+    """SIGTERM to `kedro grid` alone (not its process group): the running grid point is stopped too."""
+    from mlflow.tracking import MlflowClient
+
+    project = _long_training_project(tiny_project, tmp_path / "p")
+    log = tmp_path / "grid.log"
+    with open(log, "w") as out:
+        grid = subprocess.Popen(kedro_command("grid", "--variants", "bt", "--noise", "0", "--seeds", "0",
+                                              "--pipelines", "grm_train"),
+                                cwd=project, env=kedro_env(), stdout=out, stderr=subprocess.STDOUT)
+    runs: list[psutil.Process] = []
+    try:
+        client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+        def running_run():
+            experiment = (project / "mlflow.db").exists() and client.get_experiment_by_name("rewardlab")
+            found = experiment and client.search_runs([experiment.experiment_id])
+            return found[0] if found and client.get_metric_history(found[0].info.run_id, "loss") else None
+
+        run = _poll(running_run, "MLflow run with a logged loss", grid, log)
+        runs = psutil.Process(grid.pid).children(recursive=True)
+        assert runs, "the grid point's `kedro run` is not a child of the grid"
+        grid.send_signal(signal.SIGTERM)
+        returncode = grid.wait(timeout=90)
+        _, alive = psutil.wait_procs(runs, timeout=30)
+    finally:
+        if grid.poll() is None:
+            grid.kill()
+            grid.wait()
+        for child in runs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+    output = log.read_text()
+    assert returncode != 0 and "grid stopped by SIGTERM at bt__noise0__seed0" in output, output[-6000:]
+    assert not alive, f"left running: {alive}"
+    assert client.get_run(run.info.run_id).info.status == "FAILED", output[-6000:]
