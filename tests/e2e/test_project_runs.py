@@ -193,8 +193,9 @@ def test_a_stopped_run_ends_failed_in_mlflow_and_keeps_what_was_saved(tiny_proje
     assert (latest / "trainable.safetensors").stat().st_size > 0
 
 
-def test_a_stopped_grid_stops_its_run_which_ends_failed(tiny_project, tmp_path):
-    """SIGTERM to `kedro grid` alone (not its process group): the running grid point is stopped too."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_stopped_grid_stops_its_run_which_ends_failed(tiny_project, tmp_path, signum):
+    """A signal to `kedro grid` alone (not its process group): the running grid point is stopped too."""
     from mlflow.tracking import MlflowClient
 
     project = _long_training_project(tiny_project, tmp_path / "p")
@@ -202,7 +203,8 @@ def test_a_stopped_grid_stops_its_run_which_ends_failed(tiny_project, tmp_path):
     with open(log, "w") as out:
         grid = subprocess.Popen(kedro_command("grid", "--variants", "bt", "--noise", "0", "--seeds", "0",
                                               "--pipelines", "grm_train"),
-                                cwd=project, env=kedro_env(), stdout=out, stderr=subprocess.STDOUT)
+                                cwd=project, env=kedro_env(), stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     runs: list[psutil.Process] = []
     try:
         client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
@@ -215,7 +217,7 @@ def test_a_stopped_grid_stops_its_run_which_ends_failed(tiny_project, tmp_path):
         run = _poll(running_run, "MLflow run with a logged loss", grid, log)
         runs = psutil.Process(grid.pid).children(recursive=True)
         assert runs, "the grid point's `kedro run` is not a child of the grid"
-        grid.send_signal(signal.SIGTERM)
+        grid.send_signal(signum)
         returncode = grid.wait(timeout=90)
         _, alive = psutil.wait_procs(runs, timeout=30)
     finally:
@@ -226,6 +228,6 @@ def test_a_stopped_grid_stops_its_run_which_ends_failed(tiny_project, tmp_path):
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
     output = log.read_text()
-    assert returncode != 0 and "grid stopped by SIGTERM at bt__noise0__seed0" in output, output[-6000:]
+    assert returncode != 0 and f"grid stopped by {signum.name} at bt__noise0__seed0" in output, output[-6000:]
     assert not alive, f"left running: {alive}"
     assert client.get_run(run.info.run_id).info.status == "FAILED", output[-6000:]
