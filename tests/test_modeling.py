@@ -323,6 +323,8 @@ def test_load_options_reach_from_pretrained(base_dir, tokenizer, tmp_path):
     assert {p.dtype for p in loaded.lm.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in loaded.reward_head.parameters()} == {torch.float32}
     assert load_reward_model(tmp_path / "rm").attention_implementation() == "sdpa"
+    with pytest.raises(ValueError, match=r"ood_eval\.dtype: 'fp8'"):
+        lm_load_args({"dtype": "fp8"}, "ood_eval")
 
 
 def test_load_reward_model_rejects_other_directories(tmp_path):

@@ -66,11 +66,18 @@ def build_reward_head(hidden_size: int, head_type: str = "linear") -> nn.Sequent
     return head.float()
 
 
-def lm_load_args(options: dict) -> dict:
+def lm_load_args(options: dict, where: str = "options") -> dict:
     """`from_pretrained` keyword arguments among `options` (training config or pipeline parameters): the
     weights' `dtype` and `attn_implementation`; keys absent or null keep transformers' defaults (the saved
-    dtype, sdpa)."""
-    return {key: options[key] for key in ("dtype", "attn_implementation") if options.get(key) is not None}
+    dtype, sdpa). `where` names the options in errors (e.g. "ood_eval")."""
+    args = {key: options[key] for key in ("dtype", "attn_implementation") if options.get(key) is not None}
+    if "dtype" in args:
+        try:
+            resolve_dtype(args["dtype"])
+        except ValueError:
+            raise ValueError(f"{where}.dtype: {args['dtype']!r} is neither 'auto' nor a torch dtype "
+                             "(e.g. bfloat16, float32)") from None
+    return args
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> str | torch.dtype | None:

@@ -20,7 +20,7 @@ def sample_policy(policy_path: str, prompts: pd.DataFrame, params: dict[str, Any
     from rewardlab.bon import sample_responses
     from rewardlab.modeling import lm_load_args
 
-    model = to_accelerator(AutoModelForCausalLM.from_pretrained(policy_path, **lm_load_args(params)).eval())
+    model = to_accelerator(AutoModelForCausalLM.from_pretrained(policy_path, **lm_load_args(params, "bon")).eval())
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
     chosen = prompts.head(int(params.get("num_prompts", len(prompts))))
     return sample_responses(
@@ -39,7 +39,7 @@ def score_samples(reward_model_path: str, samples: pd.DataFrame, params: dict[st
     from rewardlab.scoring import score_responses
     from rewardlab.world import load_gold_reward
 
-    model = to_accelerator(load_reward_model(reward_model_path, **lm_load_args(params)))
+    model = to_accelerator(load_reward_model(reward_model_path, **lm_load_args(params, "bon")))
     tokenizer = AutoTokenizer.from_pretrained(reward_model_path)
     prompts, responses = samples["prompt"].tolist(), samples["response"].tolist()
     scored = samples.copy()

@@ -45,7 +45,7 @@ def score_eval_sets(
     from rewardlab.scoring import score_pairs, score_responses
     from transformers import AutoTokenizer
 
-    model = to_accelerator(load_reward_model(reward_model_path, **lm_load_args(params)))
+    model = to_accelerator(load_reward_model(reward_model_path, **lm_load_args(params, "ood_eval")))
     tokenizer = AutoTokenizer.from_pretrained(reward_model_path)
     batch_size, max_length = int(params.get("batch_size", 64)), int(params.get("max_length", 512))
     layout = {"packing": bool(params.get("packing", False)), "max_tokens": params.get("max_tokens_per_batch")}
