@@ -22,9 +22,8 @@ from rewardlab.adapters import FORMATS
 from rewardlab.datasets import PairSourceDataset, PretrainedDataset
 from rewardlab.evalsets import EVAL_KINDS, HHH_CONFIGS, MT_BENCH_SPLITS
 from rewardlab.pipeline_registry import register_pipelines
-from rewardlab.pipelines.grm_train.nodes import resolve_train_config
+from rewardlab.config import GrmTrainConfig, check_parameters
 from rewardlab.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
-from rewardlab.training import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF = PROJECT_ROOT / "conf"
@@ -108,7 +107,7 @@ def test_each_gpu_pipeline_reads_only_persisted_inputs(pipeline_name, pipelines,
     """A pipeline run on its own reads its free inputs from the catalog, never from memory."""
     pipeline = pipelines[pipeline_name]
     for name in pipeline.inputs():
-        if name.startswith("params:"):
+        if name.startswith("params:") or name == "parameters":
             continue
         assert name not in MEMORY_BY_DESIGN, f"'{name}' would be empty when '{pipeline_name}' runs alone"
         assert name in catalog
@@ -128,11 +127,15 @@ def test_every_params_input_resolves(pipelines, params):
                 _lookup(params, name.removeprefix("params:"))
 
 
+def test_every_parameter_block_passes_the_typed_check(params):
+    check_parameters(params)
+
+
 def test_every_variant_gives_a_valid_training_config(params):
     grm = params["grm_train"]
     assert grm["variant"] in grm["variants"]
     for variant in grm["variants"]:
-        cfg = TrainConfig.from_dict(resolve_train_config({**copy.deepcopy(grm), "variant": variant}))
+        cfg = GrmTrainConfig.from_dict({**copy.deepcopy(grm), "variant": variant}, "grm_train").train_config()
         assert cfg.loss.name == grm["variants"][variant]["loss"]["name"]
         assert cfg.mixed_precision == "bf16"
         assert cfg.tuning == "lora"
@@ -140,14 +143,14 @@ def test_every_variant_gives_a_valid_training_config(params):
 
 def test_training_follows_the_grm_paper_with_lora(params):
     grm = params["grm_train"]
-    cfg = TrainConfig.from_dict(resolve_train_config(grm))
+    cfg = GrmTrainConfig.from_dict(grm, "grm_train").train_config()
     assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (32, 64, 0.05)
     assert sorted(cfg.lora_target_modules) == ["k_proj", "o_proj", "q_proj", "v_proj"]
     assert cfg.learning_rate == pytest.approx(1e-5)
     assert cfg.warmup_ratio == pytest.approx(0.03)
     assert (cfg.num_epochs, cfg.max_length) == (2, 1024)
     base = CONFIG_LOADER_CLASS(conf_source=str(CONF), env="base", **CONFIG_LOADER_ARGS)["parameters"]["grm_train"]
-    base_cfg = TrainConfig.from_dict(resolve_train_config(base))
+    base_cfg = GrmTrainConfig.from_dict(base, "grm_train").train_config()
     assert cfg.gradient_accumulation_steps > base_cfg.gradient_accumulation_steps
     assert cfg.per_device_batch_size * cfg.gradient_accumulation_steps > (
         base_cfg.per_device_batch_size * base_cfg.gradient_accumulation_steps)

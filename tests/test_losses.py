@@ -9,7 +9,6 @@ from rewardlab.losses import (
     LossConfig,
     bsr_penalty,
     bt_loss,
-    centered_loss,
     compute_loss,
     grm_dpo_noref_reg,
     grm_dpo_reg,
@@ -71,7 +70,6 @@ def test_centered_by_hand():
     sums_squared = [(1.0 + 0.0) ** 2, (-0.5 + 0.5) ** 2, (2.0 + 2.0) ** 2]  # 1, 0, 16
     expected = HAND_BT + c * (17.0 / 3.0)
     assert mean(sums_squared) == pytest.approx(17.0 / 3.0)
-    assert centered_loss(t(R_C), t(R_R), c).item() == pytest.approx(expected, rel=1e-6)
     out = compute_loss(LossConfig(name="centered", center_coef=c), t(R_C), t(R_R))
     assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
     assert out["reg"].item() == pytest.approx(17.0 / 3.0, rel=1e-6)
@@ -173,9 +171,9 @@ def test_config_validation_and_properties():
     assert LossConfig.from_dict({"name": "grm_dpo", "alpha": 0.5}).needs_reference
     assert LossConfig(name="grm_sft").needs_logps and not LossConfig(name="grm_sft").needs_reference
     assert not LossConfig(name="bsr").needs_logps
-    with pytest.raises(ValueError, match="unknown loss"):
+    with pytest.raises(ValueError, match="name"):
         LossConfig(name="hinge")
-    with pytest.raises(ValueError, match="unknown loss config keys"):
+    with pytest.raises(ValueError, match="gamma is not a known parameter"):
         LossConfig.from_dict({"name": "bt", "gamma": 1.0})
     with pytest.raises(ValueError, match="alpha"):
         LossConfig(name="grm_sft", alpha=1.5)

@@ -1,4 +1,5 @@
-"""Project commands added to the `kedro` CLI: `kedro grid` runs the training grid, one MLflow run per variant."""
+"""Project commands added to the `kedro` CLI: `kedro grid` runs the training grid, one MLflow run per variant;
+`kedro run` is Kedro's, ending a failure the user can fix with its message (rewardlab.run_command)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from rewardlab.run_command import run
+
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -19,20 +22,49 @@ def cli() -> None:
     """RewardLab project commands."""
 
 
+cli.add_command(run)
+
+
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def _results_dir(env: str | None) -> Path:
-    """Where `ood_eval` writes one result file per grid point, as the catalog of `env` says."""
+def _point_parameters(extra_params: str, variant: str, noise: str, seed: str) -> dict:
+    """The `--params` of one grid point, nested as Kedro's `kedro run --params` reads them."""
+    from omegaconf import OmegaConf
+
+    dotlist = _split(extra_params)
+    dotlist += [f"grm_train.variant={variant}", f"grm_train.noise_rate={noise}", f"grm_train.seed={seed}"]
+    return OmegaConf.to_container(OmegaConf.from_dotlist(dotlist))
+
+
+def _project_config(env: str | None, runtime_params: dict | None = None):
+    """The project's configuration as `kedro run --env <env> --params ...` sees it."""
     from kedro.utils import find_kedro_project
 
     from rewardlab.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 
     root = find_kedro_project(Path.cwd()) or Path.cwd()
-    catalog = CONFIG_LOADER_CLASS(conf_source=str(root / "conf"), env=env, **CONFIG_LOADER_ARGS)["catalog"]
-    path = Path(catalog["ood_results_by_run"]["path"])
+    return root, CONFIG_LOADER_CLASS(conf_source=str(root / "conf"), env=env, runtime_params=runtime_params or {},
+                                     **CONFIG_LOADER_ARGS)
+
+
+def _results_dir(env: str | None) -> Path:
+    """Where `ood_eval` writes one result file per run label, as the catalog of `env` says."""
+    root, config = _project_config(env)
+    path = Path(config["catalog"]["ood_results_by_run"]["path"])
     return path if path.is_absolute() else root / path
+
+
+def _point_label(env: str | None, runtime_params: dict) -> str:
+    """The run label a grid point's run will have (rewardlab.run_identity): its parameters are checked here,
+    so a bad `--params` stops the grid before its first point."""
+    from rewardlab.config import check_parameters
+    from rewardlab.run_identity import run_identity
+
+    parameters = _project_config(env, runtime_params)[1]["parameters"]
+    check_parameters(parameters)
+    return run_identity(parameters).label
 
 
 def _run_point(command: list[str]) -> tuple[int, str | None]:
@@ -73,10 +105,15 @@ def _run_point(command: list[str]) -> tuple[int, str | None]:
 def grid(variants: str, noise_rates: str, seeds: str, pipelines: str, env: str | None, extra_params: str,
          skip_done: bool) -> None:
     """Train and evaluate every variant x noise rate x seed, each as its own `kedro run` and MLflow run."""
+    from rewardlab.errors import ExpectedError
+
     points = list(itertools.product(_split(variants), _split(noise_rates), _split(seeds)))
     done_dir = _results_dir(env) if skip_done else None
-    for index, (variant, noise, seed) in enumerate(points, start=1):
-        label = f"{variant}__noise{float(noise):g}__seed{seed}"
+    try:
+        labels = [_point_label(env, _point_parameters(extra_params, *point)) for point in points]
+    except ExpectedError as error:
+        raise click.ClickException(str(error)) from None
+    for index, ((variant, noise, seed), label) in enumerate(zip(points, labels), start=1):
         if done_dir is not None and "ood_eval" in pipelines and (done_dir / f"{label}.csv").exists():
             click.echo(f"[{index}/{len(points)}] {label}: already evaluated, skipped")
             continue

@@ -1,15 +1,20 @@
-"""Project hooks: stop a run at once, with the command to fix it, when its inputs were never made; end a run
-stopped by SIGTERM or Ctrl-C as failed; log saved reward models to MLflow."""
+"""Project hooks: stop a run at once when a parameter is invalid, or, with the command to fix it, when its inputs
+were never made; end a run stopped by SIGTERM or Ctrl-C as failed; mark KILLED the MLflow runs of processes
+killed outright; log saved reward models to MLflow; print a short summary once a run succeeded."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
+
+from rewardlab.errors import MissingInputsError
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +35,7 @@ def missing_inputs_message(pipeline: Pipeline, catalog: Any, registry: dict[str,
         if exists:
             continue
         maker = next((p for p in _PIPELINE_ORDER if p in registry and name in registry[p].outputs()), None)
-        hint = f"`kedro run --pipeline {maker}`" if maker else "the catalog entry"
+        hint = f"`kedro run --pipelines {maker}`" if maker else "the catalog entry"
         lines.append(f"  - '{name}' does not exist yet: make it with {hint}")
     if not lines:
         return None
@@ -41,14 +46,32 @@ def missing_inputs_message(pipeline: Pipeline, catalog: Any, registry: dict[str,
     )
 
 
+def parameter_blocks(pipeline: Pipeline) -> list[str]:
+    """The parameter blocks (`grm_train`, ...) the pipeline's nodes read; every block for a node that takes
+    the whole `parameters`."""
+    from rewardlab.config import PIPELINE_CONFIGS
+
+    inputs = pipeline.inputs()
+    if "parameters" in inputs:
+        return list(PIPELINE_CONFIGS)
+    used = {name.removeprefix("params:").split(".", 1)[0] for name in inputs if name.startswith("params:")}
+    return [block for block in PIPELINE_CONFIGS if block in used]
+
+
 class RunGuardHooks:
-    @hook_impl
+    """Before the first node, and before an MLflow run is opened: every parameter the run will use is checked
+    against its typed configuration (`rewardlab.config`), then every input it reads must exist."""
+
+    @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
         from kedro.framework.project import pipelines as registry
 
+        from rewardlab.config import check_parameters
+
+        check_parameters(catalog.load("parameters"), parameter_blocks(pipeline))
         message = missing_inputs_message(pipeline, catalog, dict(registry))
         if message:
-            raise RuntimeError(message)
+            raise MissingInputsError(message)
 
 
 class RunTerminated(Exception):
@@ -131,3 +154,111 @@ class MlflowCheckpointHooks:
         if mlflow.active_run() is not None and path:
             logger.info("Logging %s to MLflow as artifact 'reward_model'", path)
             mlflow.log_artifacts(path, artifact_path="reward_model")
+
+
+class MlflowRunOwnerHooks:
+    """Tags each run's MLflow run with the process that owns it, and marks KILLED the RUNNING runs of this host
+    whose process ended without ending them (SIGKILL, the OOM killer): see `rewardlab.run_registry`.
+
+    A run stopped by SIGTERM or Ctrl-C ends FAILED (`SignalHooks`) and is not RUNNING, so it is never marked.
+    """
+
+    def __init__(self) -> None:
+        self._tracking_uri: str | None = None
+        self._owns_run = False
+
+    # After kedro-mlflow's own after_context_created, which reads mlflow.yml and sets the tracking URI.
+    @hook_impl(trylast=True)
+    def after_context_created(self, context: Any) -> None:
+        import mlflow
+
+        config = getattr(context, "mlflow", None)  # absent when the kedro-mlflow plugin is off
+        self._tracking_uri = config.server.mlflow_tracking_uri if config is not None else None
+        # A run active before the session, or named by MLFLOW_RUN_ID, was opened by whoever started this process
+        # (an orchestrator, a notebook), which may go on using it: that process owns it, not this one.
+        self._owns_run = mlflow.active_run() is None and not os.environ.get("MLFLOW_RUN_ID")
+
+    # After kedro-mlflow's before_pipeline_run, which opens the run. Listed before SignalHooks in HOOKS: among
+    # trylast hooks the one registered last runs last, and SignalHooks must be the last of all.
+    @hook_impl(trylast=True)
+    def before_pipeline_run(self) -> None:
+        if not self._tracking_uri:
+            return
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        from rewardlab import run_registry
+
+        try:
+            client = MlflowClient(tracking_uri=self._tracking_uri)
+            active = mlflow.active_run()
+            if active is not None and self._owns_run:
+                run_registry.tag_run(client, active.info.run_id)
+            run_registry.mark_dead_runs_killed(client)
+        except Exception:  # the bookkeeping of earlier runs never stops this one
+            logger.warning("Could not check the MLflow store for runs of killed processes", exc_info=True)
+
+
+class RunSummaryHooks:
+    """Prints, once a run succeeded, its main metrics as MLflow recorded them, the reports it wrote and how to open
+    the MLflow UI on it (`rewardlab.run_summary`)."""
+
+    def __init__(self) -> None:
+        self._context: Any = None
+        self._catalog: Any = None
+        self._run_id: str | None = None
+        self._saved: list[str] = []
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        self._context = context
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any) -> None:
+        self._catalog = catalog
+
+    # After kedro-mlflow's before_pipeline_run, which opens the run; listed before SignalHooks in HOOKS.
+    @hook_impl(trylast=True)
+    def before_pipeline_run(self) -> None:
+        import mlflow
+
+        active = mlflow.active_run()
+        self._run_id = active.info.run_id if active is not None else None
+        self._saved = []
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str) -> None:
+        self._saved.append(dataset_name)
+
+    # After kedro-mlflow's after_pipeline_run has ended the run: the summary is the last thing the run prints.
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self) -> None:
+        try:
+            text = self._summary()
+        except Exception:  # a run that succeeded does not fail over its summary
+            logger.warning("Could not summarise the run", exc_info=True)
+            return
+        print(f"\n{text}", flush=True)
+
+    def _summary(self) -> str:
+        import mlflow
+
+        from rewardlab import run_summary
+
+        project_path = Path(self._context.project_path) if self._context is not None else Path.cwd()
+        reports = []
+        for name in dict.fromkeys(self._saved):
+            path = run_summary.dataset_path(self._catalog.get(name)) if self._catalog is not None else None
+            if path is not None and run_summary.is_report(path):
+                reports.append(run_summary.relative_to_project(path, project_path))
+        if self._run_id is None:
+            return run_summary.format_run_summary(run_id=None, metrics={}, reports=reports)
+        tracking_uri = mlflow.get_tracking_uri()
+        metrics, bon_gold, experiment_id = run_summary.read_run(tracking_uri, self._run_id)
+        ui = getattr(getattr(self._context, "mlflow", None), "ui", None)  # kedro-mlflow's mlflow.yml `ui`
+        host, port = getattr(ui, "host", None) or "127.0.0.1", getattr(ui, "port", None) or 5000
+        return run_summary.format_run_summary(
+            run_id=self._run_id, metrics=metrics, bon_gold=bon_gold, reports=reports,
+            mlflow_ui=run_summary.mlflow_ui_command(tracking_uri, project_path, host, port),
+            run_url=f"http://{host}:{port}/#/experiments/{experiment_id}/runs/{self._run_id}",
+        )

@@ -14,46 +14,28 @@ the weights from `LossConfig`:
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from rewardlab.typed_config import TypedConfig, setting
 
 LOSS_NAMES = ("bt", "margin", "label_smoothing", "centered", "bsr",
               "grm_sft", "grm_sft_plain", "grm_dpo_noref", "grm_dpo")
 GRM_LOSSES = ("grm_sft", "grm_sft_plain", "grm_dpo_noref", "grm_dpo")
 
 
-@dataclass
-class LossConfig:
-    name: str = "bt"
-    alpha: float = 0.01  # GRM weight a: (1-a) L_BT + a L_reg
-    beta: float = 0.1  # GRM b inside the log-sigmoid regularizers
-    lam: float = 1e-3  # BSR lambda
-    eps: float = 0.1  # label smoothing
-    center_coef: float = 0.01  # centered-rewards coefficient c
-    margin: float = 1.0  # margin for pairs without one
+class LossConfig(TypedConfig):
+    """Which training loss, and its weights."""
 
-    def __post_init__(self):
-        if self.name not in LOSS_NAMES:
-            raise ValueError(f"unknown loss {self.name!r}; expected one of {LOSS_NAMES}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"loss alpha must lie in [0, 1], got {self.alpha}")
-        if not 0.0 <= self.eps <= 1.0:
-            raise ValueError(f"label smoothing eps must lie in [0, 1], got {self.eps}")
-        for name in ("beta", "lam", "center_coef", "margin"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"loss {name} must be finite, got {getattr(self, name)}")
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "LossConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown loss config keys {unknown}; expected some of {sorted(known)}")
-        return cls(**d)
+    name: Literal[LOSS_NAMES] = setting("bt", "the loss: bt, margin, label_smoothing, centered, bsr or a GRM form")
+    alpha: float = setting(0.01, "GRM weight a in (1-a) L_BT + a L_reg", ge=0.0, le=1.0)
+    beta: float = setting(0.1, "GRM b inside the log-sigmoid regularizers")
+    lam: float = setting(1e-3, "BSR lambda: L_BT + lam * B * mean(rewards)^2")
+    eps: float = setting(0.1, "label smoothing e", ge=0.0, le=1.0)
+    center_coef: float = setting(0.01, "centered rewards c: L_BT + c * mean((r_c + r_r)^2)")
+    margin: float = setting(1.0, "margin m for pairs that carry none")
 
     @property
     def needs_logps(self) -> bool:
@@ -109,10 +91,6 @@ def centered_penalty(rewards_chosen, rewards_rejected) -> torch.Tensor:
     """mean((r_c + r_r)^2), the unweighted centering term."""
     r_c, r_r = _pair_tensors(rewards_chosen, rewards_rejected)
     return ((r_c + r_r) ** 2).mean()
-
-
-def centered_loss(rewards_chosen, rewards_rejected, coef: float) -> torch.Tensor:
-    return bt_loss(rewards_chosen, rewards_rejected) + coef * centered_penalty(rewards_chosen, rewards_rejected)
 
 
 def bsr_penalty(rewards_chosen, rewards_rejected) -> torch.Tensor:

@@ -197,8 +197,6 @@ class RewardModel(nn.Module):
         """The transformers causal LM (inside the PEFT wrapper when there is one)."""
         return _unwrap_peft(self.lm)
 
-    _causal_lm = causal_lm
-
     def attention_implementation(self) -> str:
         return attention_implementation(self.causal_lm())
 

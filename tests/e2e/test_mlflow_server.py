@@ -111,7 +111,7 @@ def test_one_finished_run_per_grid_point(runs):
         assert params["grm_train.seed"] == "0"
         tags = _tags(run)
         assert tags["variant"] == params["grm_train.variant"]
-        assert tags["run_label"] == f"{params['grm_train.variant']}__noise0__seed0"
+        assert tags["run_label"].startswith(f"{params['grm_train.variant']}__noise0__seed0__")
 
 
 def test_runs_carry_training_and_evaluation_metrics(runs):

@@ -16,7 +16,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from project_copy import TINY_PARAMETERS, kedro, kedro_command, kedro_env, make_project_copy
+from project_copy import TINY_PARAMETERS, kedro, kedro_command, kedro_env, make_project_copy, project_run_label
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +42,8 @@ def test_training_on_a_fresh_clone_stops_at_once_naming_the_command(tmp_path):
     result = kedro(project, "run", "--pipeline", "grm_train", check=False)
     assert result.returncode != 0
     message = result.stdout + result.stderr
-    assert "'train_pairs' does not exist yet: make it with `kedro run --pipeline ingest`" in message
-    assert "'base_model' does not exist yet: make it with `kedro run --pipeline world`" in message
+    assert "'train_pairs' does not exist yet: make it with `kedro run --pipelines ingest`" in message
+    assert "'base_model' does not exist yet: make it with `kedro run --pipelines world`" in message
     assert not (project / "data" / "06_models").exists()
 
 
@@ -87,7 +87,8 @@ def test_default_dag_is_one_mlflow_run_with_params_and_metrics(tiny_project):
     assert params["grm_train.variant"] == "grm_sft"
     assert float(params["grm_train.noise_rate"]) == 0.25
     assert params["world.n_train_pairs"] == "240"
-    assert run.data.tags["run_label"] == "grm_sft__noise0.25__seed0"
+    assert run.data.tags["run_label"] == project_run_label(tiny_project)
+    assert run.data.tags["run_label"].startswith("grm_sft__noise0.25__seed0__cfg-")  # the tiny world differs
     for key in ("noise.swapped", "ingest.rows_kept", "eval.test.accuracy", "eval.ood_both.accuracy", "loss",
                 "bt", "reg", "accuracy", "hidden_norm_dispersion"):
         assert key in metrics, f"metric {key} missing from {sorted(metrics)}"
@@ -158,7 +159,7 @@ def test_a_stopped_run_ends_failed_in_mlflow_and_keeps_what_was_saved(tiny_proje
     from rewardlab.training.checkpoint import find_latest_checkpoint, read_meta
 
     project = _long_training_project(tiny_project, tmp_path / "p", num_processes)
-    state_dir = project / "data" / "06_models" / "training_state" / "grm_sft__noise0.25__seed0" / "member0"
+    state_dir = project / "data" / "06_models" / "training_state" / project_run_label(project) / "member0"
     log = tmp_path / "kedro.log"
     with open(log, "w") as out:
         # SIGINT as in a terminal, even where this test itself runs with SIGINT ignored (a background job).

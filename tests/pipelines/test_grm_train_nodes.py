@@ -12,7 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers_tiny import save_tiny_base, tiny_pairs_df  # noqa: E402
 
 from rewardlab.modeling import RewardEnsemble, load_reward_model  # noqa: E402
-from rewardlab.pipelines.grm_train.nodes import resolve_train_config, train_reward_models  # noqa: E402
+from rewardlab.config import GrmTrainConfig  # noqa: E402
+from rewardlab.errors import ParameterError  # noqa: E402
+from rewardlab.pipelines.grm_train.nodes import train_reward_models  # noqa: E402
 
 PARAMS = {
     "variant": "grm_sft",
@@ -25,18 +27,18 @@ PARAMS = {
 
 
 def test_variant_overrides_the_shared_block():
-    cfg = resolve_train_config(PARAMS, seed_offset=2)
-    assert cfg["loss"] == {"name": "grm_sft", "alpha": 0.05}
-    assert cfg["seed"] == 5 and cfg["per_device_batch_size"] == 4
-    with pytest.raises(ValueError, match="not one of"):
-        resolve_train_config(PARAMS | {"variant": "nope"})
+    cfg = GrmTrainConfig.from_dict(PARAMS).train_config(member=2)
+    assert (cfg.loss.name, cfg.loss.alpha, cfg.loss.beta) == ("grm_sft", 0.05, 0.1)  # beta: the default
+    assert cfg.seed == 5 and cfg.per_device_batch_size == 4
+    with pytest.raises(ParameterError, match=r"grm_train\.variant must be one of \['bt', 'grm_sft'\], got 'nope'"):
+        GrmTrainConfig.from_dict(PARAMS | {"variant": "nope"}, "grm_train")
 
 
 def test_ensemble_members_differ_and_reduce_as_configured(tmp_path):
     base, _ = save_tiny_base(tmp_path / "base")
     pairs = tiny_pairs_df(16)
     params = PARAMS | {"ensemble_size": 2, "ensemble_reduce": "min", "state_dir": str(tmp_path / "state")}
-    bundle, history = train_reward_models(str(base), pairs, pairs.head(4), params)
+    bundle, history = train_reward_models(str(base), pairs, pairs.head(4), {"grm_train": params})
     model = bundle["model"]
     assert isinstance(model, RewardEnsemble) and model.reduce == "min"
     assert set(history["member"]) == {0, 1}

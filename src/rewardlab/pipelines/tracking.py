@@ -1,17 +1,9 @@
-"""Small helpers the pipelines share: the run's label and MLflow logging that is a no-op without a run."""
+"""Small helpers the pipelines share: MLflow logging that is a no-op without a run, tables, devices."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
-
-
-def run_label(grm_params: dict[str, Any]) -> str:
-    """Names one trained variant: which loss, how much label noise, which seed (and ensemble size)."""
-    label = f"{grm_params['variant']}__noise{float(grm_params.get('noise_rate', 0.0)):g}__seed{grm_params.get('seed', 0)}"
-    if int(grm_params.get("ensemble_size", 1)) > 1:
-        label += f"__ens{grm_params['ensemble_size']}{grm_params.get('ensemble_reduce', 'mean')}"
-    return label
 
 
 def metrics_for_mlflow(values: dict[str, Any], step: int = 0) -> dict[str, dict[str, float]]:

@@ -1,35 +1,32 @@
-"""Training configuration: one dataclass, built from the `train` block of the parameters."""
+"""Training configuration: one typed model, built from the `train` block of the parameters (merged with the
+run's variant by `rewardlab.config.GrmTrainConfig`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import model_validator
 
 from rewardlab.losses import LossConfig
+from rewardlab.typed_config import TypedConfig, setting
 
 HEADS = ("linear", "mlp")
 TUNINGS = ("full", "lora", "frozen")
 PRECISIONS = ("no", "bf16")
 REFERENCES = ("model", "precomputed")
+WEIGHT_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 # Fields that change how a run is observed or stored but not the weights it produces; a run resumed with
 # other values for them continues the same trajectory, so they stay out of the configuration hash.
 _NOT_HASHED = frozenset({"eval_every", "checkpoint_every", "keep_checkpoints", "progress"})
-_FLOATS = frozenset({"lora_dropout", "learning_rate", "weight_decay", "max_grad_norm", "warmup_ratio"})
-_INTS = frozenset({"lora_r", "lora_alpha", "num_epochs", "max_steps", "per_device_batch_size",
-                   "gradient_accumulation_steps", "max_tokens_per_micro_batch", "max_length", "seed", "eval_every",
-                   "checkpoint_every", "keep_checkpoints", "num_processes"})
 # Options added after runs were already stored: left out of the hash while unset, so those runs still resume.
 _HASHED_WHEN_SET = frozenset({"max_tokens_per_micro_batch", "dtype", "attn_implementation"})
-WEIGHT_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-@dataclass
-class TrainConfig:
-    """Everything that decides how a reward model is trained.
+class TrainConfig(TypedConfig):
+    """Everything that decides how a reward model is trained; the defaults are the project's (conf/base).
 
     Batch sizes count preference pairs. One optimizer step consumes a global batch of
     ``per_device_batch_size * num_processes * gradient_accumulation_steps`` pairs, so a run on N processes
@@ -40,110 +37,67 @@ class TrainConfig:
     their share of pairs: the step stays the one-batch step (see `rewardlab.training.microbatch`).
     """
 
-    loss: LossConfig = field(default_factory=LossConfig)
-    head: str = "linear"
-    # full: every weight trains; lora: LoRA adapters on the LM plus the reward head;
-    # frozen: only the reward head trains (the LM is a fixed feature extractor, so GRM losses are refused).
-    tuning: str = "full"
-    lora_r: int = 32
-    lora_alpha: int = 64
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    num_epochs: int = 1
-    max_steps: int | None = None  # optimizer steps; caps num_epochs when set (None or 0: no cap)
-    per_device_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_tokens_per_micro_batch: int | None = None  # None or 0: micro-batches as the batch sizes give them
-    max_length: int = 1024
-    max_grad_norm: float | None = 1.0  # None or 0: no clipping (the norm is still logged)
-    warmup_ratio: float = 0.03
-    mixed_precision: str = "no"
-    seed: int = 42
-    eval_every: int | None = None  # optimizer steps; None or 0: evaluate once, at the end
-    checkpoint_every: int | None = None  # optimizer steps; None or 0: no training state is kept
-    keep_checkpoints: int = 2
+    loss: LossConfig = setting(LossConfig, "the training loss and its weights (variants set it)")
+    head: Literal[HEADS] = setting("linear", "reward head: Linear(h,1), or Linear(h,1024) -> ReLU -> Linear(1024,1)")
+    # frozen: the LM is a fixed feature extractor, so the GRM losses (which train its LM head) are refused.
+    tuning: Literal[TUNINGS] = setting("full", "full: every weight trains; lora: LoRA adapters + the head; "
+                                               "frozen: the reward head only")
+    lora_r: int = setting(32, "LoRA rank", ge=1)
+    lora_alpha: int = setting(64, "LoRA alpha", ge=1)
+    lora_dropout: float = setting(0.05, "LoRA dropout", ge=0.0, lt=1.0)
+    lora_target_modules: list[str] = setting(lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                             "module names LoRA adapts", min_length=1)
+    learning_rate: float = setting(1e-3, "peak learning rate (AdamW)", gt=0.0)
+    weight_decay: float = setting(0.0, "AdamW weight decay", ge=0.0)
+    num_epochs: int = setting(1, "passes over the training pairs", ge=1)
+    max_steps: int | None = setting(None, "optimizer steps; caps num_epochs when set (null or 0: no cap)", ge=0)
+    per_device_batch_size: int = setting(16, "pairs per process per micro-step", ge=1)
+    gradient_accumulation_steps: int = setting(1, "micro-steps per optimizer step", ge=1)
+    max_tokens_per_micro_batch: int | None = setting(
+        None, "regroup each step's pairs into micro-batches of at most this many tokens (null or 0: off)", ge=0)
+    max_length: int = setting(160, "tokens per sequence (prompt + response), cut as rewardlab.encoding says", ge=1)
+    min_response_tokens: int = setting(
+        64, "response tokens a cut sequence keeps at least (the prompt's start goes first)", ge=1)
+    max_grad_norm: float | None = setting(1.0, "gradient clipping norm (null or 0: none; the norm is logged)",
+                                          ge=0.0)
+    warmup_ratio: float = setting(0.03, "share of steps with a linear warm-up", ge=0.0, lt=1.0)
+    mixed_precision: Literal[PRECISIONS] = setting("no", "autocast: no | bf16")
+    seed: int = setting(0, "training seed (the pipeline sets grm_train.seed + ensemble member)")
+    eval_every: int | None = setting(50, "evaluate every N optimizer steps (null or 0: once, at the end)", ge=0,
+                                     observational=True)
+    checkpoint_every: int | None = setting(50, "keep a resumable state every N steps (null or 0: none)", ge=0,
+                                           observational=True)
+    keep_checkpoints: int = setting(2, "resumable states kept", ge=1, observational=True)
     # One row per micro-batch, no padding, when the model's attention keeps packed sequences apart
     # (RewardModel.supports_packing); otherwise the loop warns and uses padded batches.
-    packing: bool = False
-    # How the base model is loaded (when it is given as a directory or hub id): the dtype of its weights
-    # (None or "auto": as saved, e.g. bf16 for most hub checkpoints; "float32" keeps full-precision master
-    # weights under bf16 autocast) and transformers' attention implementation (None: transformers' default,
-    # sdpa; "flex_attention" or "flash_attention_2" make packed rows cheap on GPUs).
-    dtype: str | None = None
-    attn_implementation: str | None = None
-    gradient_checkpointing: bool = False
-    torch_compile: bool = False
-    reference: str = "model"  # grm_dpo only: a frozen copy of the initial model, or S_ref computed up front
-    disable_dropout: bool = False  # dropout off everywhere: training becomes a deterministic function of data
-    num_processes: int = 1
-    progress: bool = True
+    packing: bool = setting(False, "pack each micro-batch into one row (no padding)", observational=True)
+    # "float32" keeps full-precision master weights under bf16 autocast; None or "auto" loads as saved.
+    dtype: Literal[WEIGHT_DTYPES] | None = setting(None, "base model weights as loaded: null (as saved) | float32 | "
+                                                         "bfloat16 | float16")
+    # "flex_attention" or "flash_attention_2" make packed rows cheap on GPUs; None: transformers' default (sdpa).
+    attn_implementation: str | None = setting(None, "transformers' attention implementation (null: its default)",
+                                              pattern=r"\S", observational=True)
+    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass", observational=True)
+    torch_compile: bool = setting(False, "torch.compile the model", observational=True)
+    reference: Literal[REFERENCES] = setting("model", "grm_dpo only: a frozen copy of the initial model, or S_ref "
+                                                      "computed up front (precomputed)")
+    disable_dropout: bool = setting(False, "dropout off everywhere: training becomes a function of the data")
+    num_processes: int = setting(1, "training processes (the node launches `accelerate launch` when > 1)", ge=1)
+    progress: bool = setting(True, "progress bar", observational=True)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.loss, dict):
-            self.loss = LossConfig.from_dict(self.loss)
-        self.lora_target_modules = list(self.lora_target_modules)
-        # YAML 1.1 reads `1e-5` (no dot) as a string; numbers are normalized so hashes and math agree.
-        for name in _FLOATS | _INTS:
-            value = getattr(self, name)
-            if value is None or isinstance(value, bool):
-                continue
-            try:
-                setattr(self, name, float(value) if name in _FLOATS else int(value))
-            except (TypeError, ValueError):
-                raise ValueError(f"TrainConfig.{name} must be a number, got {value!r}") from None
-        self.validate()
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:
-        """Build from a plain mapping (YAML parameters); unknown keys are an error, not silently ignored."""
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"Unknown training option(s) {unknown}; known options: {sorted(known)}")
-        if "loss" in d and not isinstance(d["loss"], LossConfig):
-            d["loss"] = LossConfig.from_dict(d["loss"] or {})
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable mapping; `from_dict(to_dict())` gives an equal config."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["loss"] = dataclasses.asdict(self.loss)
-        out["lora_target_modules"] = list(self.lora_target_modules)
-        return out
-
-    def validate(self) -> None:
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"TrainConfig.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-
-        choice("head", HEADS)
-        choice("tuning", TUNINGS)
-        choice("mixed_precision", PRECISIONS)
-        choice("reference", REFERENCES)
-        if self.dtype is not None:
-            choice("dtype", WEIGHT_DTYPES)
-        if self.attn_implementation is not None and not str(self.attn_implementation).strip():
-            raise ValueError("TrainConfig.attn_implementation must be a name (e.g. 'sdpa') or null")
-        for name in ("per_device_batch_size", "gradient_accumulation_steps", "num_epochs", "max_length",
-                     "num_processes", "keep_checkpoints", "lora_r"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("max_steps", "eval_every", "checkpoint_every", "max_tokens_per_micro_batch"):
-            value = getattr(self, name)
-            if value is not None and int(value) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0 or null, got {value!r}")
-        if not 0.0 <= float(self.warmup_ratio) < 1.0:
-            raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if float(self.learning_rate) <= 0:
-            raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate!r}")
+    @model_validator(mode="after")
+    def _frozen_lm_cannot_take_grm_losses(self) -> TrainConfig:
         if self.tuning == "frozen" and self.loss.needs_logps:
             raise ValueError(
                 f"tuning='frozen' trains only the reward head, but loss '{self.loss.name}' regularizes the LM's "
                 "response log-probs, which a frozen LM cannot change; use tuning 'full' or 'lora' for GRM losses."
             )
+        return self
+
+    @property
+    def global_batch_size(self) -> int:
+        """Pairs per optimizer step, over every process."""
+        return self.per_device_batch_size * self.num_processes * self.gradient_accumulation_steps
 
     @property
     def max_grad_norm_or_none(self) -> float | None:

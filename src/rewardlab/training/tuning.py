@@ -45,7 +45,7 @@ def apply_tuning(model: RewardModel, cfg: TrainConfig) -> None:
     else:
         model.lm.requires_grad_(cfg.tuning == "full")
     model.reward_head.requires_grad_(True)
-    causal_lm = model._causal_lm()
+    causal_lm = model.causal_lm()
     if cfg.tuning == "full" and not cfg.loss.needs_logps and not _output_embeddings_tied(causal_lm):
         # Without an S(y) term nothing reaches the LM head; trainable but unused weights would make
         # DistributedDataParallel fail and bloat every checkpoint.
@@ -63,7 +63,7 @@ def finish_tuning(model: RewardModel, cfg: TrainConfig) -> RewardModel:
     if model.is_peft:
         model.lm = model.lm.merge_and_unload()
     if cfg.gradient_checkpointing:
-        causal_lm = model._causal_lm()
+        causal_lm = model.causal_lm()
         getattr(causal_lm, "activation_checkpointing_disable", causal_lm.gradient_checkpointing_disable)()
     return model.eval()
 

@@ -8,7 +8,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from rewardlab.pipelines.tracking import markdown_table, run_label, to_accelerator
+from rewardlab.config import BonConfig
+from rewardlab.pipelines.tracking import markdown_table, to_accelerator
+from rewardlab.run_identity import run_identity
 
 logger = logging.getLogger(__name__)
 
@@ -18,16 +20,14 @@ def sample_policy(policy_path: str, prompts: pd.DataFrame, params: dict[str, Any
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rewardlab.bon import sample_responses
-    from rewardlab.modeling import lm_load_args
 
-    model = to_accelerator(AutoModelForCausalLM.from_pretrained(policy_path, **lm_load_args(params, "bon")).eval())
+    cfg = BonConfig.from_dict(params, "bon")
+    model = to_accelerator(AutoModelForCausalLM.from_pretrained(policy_path, **cfg.load_args()).eval())
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
-    chosen = prompts.head(int(params.get("num_prompts", len(prompts))))
+    chosen = prompts.head(cfg.num_prompts)
     return sample_responses(
-        model, tokenizer, chosen["prompt"].tolist(), n=int(params["num_samples"]),
-        max_new_tokens=int(params.get("max_new_tokens", 64)), temperature=float(params.get("temperature", 1.0)),
-        top_p=float(params.get("top_p", 1.0)), seed=int(params.get("seed", 0)),
-        batch_size=int(params.get("batch_size", 64)),
+        model, tokenizer, chosen["prompt"].tolist(), n=cfg.num_samples, max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, batch_size=cfg.batch_size,
     )
 
 
@@ -35,42 +35,42 @@ def score_samples(reward_model_path: str, samples: pd.DataFrame, params: dict[st
     """Proxy (the trained RM) and gold scores for every sample."""
     from transformers import AutoTokenizer
 
-    from rewardlab.modeling import lm_load_args, load_reward_model
+    from rewardlab.modeling import load_reward_model
     from rewardlab.scoring import score_responses
     from rewardlab.world import load_gold_reward
 
-    model = to_accelerator(load_reward_model(reward_model_path, **lm_load_args(params, "bon")))
+    cfg = BonConfig.from_dict(params, "bon")
+    model = to_accelerator(load_reward_model(reward_model_path, **cfg.load_args()))
     tokenizer = AutoTokenizer.from_pretrained(reward_model_path)
     prompts, responses = samples["prompt"].tolist(), samples["response"].tolist()
     scored = samples.copy()
-    scored["proxy"] = score_responses(model, tokenizer, prompts, responses,
-                                      batch_size=int(params.get("score_batch_size", 64)),
-                                      max_length=int(params.get("max_length", 512)),
-                                      packing=bool(params.get("packing", False)),
-                                      max_tokens=params.get("max_tokens_per_batch"))
-    scored["gold"] = load_gold_reward(params.get("gold", "world")).score(prompts, responses)
+    scored["proxy"] = score_responses(model, tokenizer, prompts, responses, batch_size=cfg.score_batch_size,
+                                      max_length=cfg.max_length, packing=cfg.packing,
+                                      max_tokens=cfg.max_tokens_per_batch,
+                                      min_response_tokens=cfg.min_response_tokens)
+    scored["gold"] = load_gold_reward(cfg.gold).score(prompts, responses)
     return scored
 
 
 def best_of_n_curves(
-    scores: pd.DataFrame, grm_params: dict[str, Any], params: dict[str, Any]
+    scores: pd.DataFrame, parameters: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict, dict[str, pd.DataFrame]]:
     """Expected proxy and gold score of the best-of-n choice for n = 1..N (unbiased over all N samples)."""
     from rewardlab.bon import bon_curves
 
     proxy = _matrix(scores, "proxy")
     gold = _matrix(scores, "gold")
-    label = run_label(grm_params)
-    curves = bon_curves({label: proxy}, gold, ns=range(1, proxy.shape[1] + 1))
-    curves.insert(1, "base_variant", grm_params["variant"])
-    curves.insert(2, "noise", float(grm_params.get("noise_rate", 0.0)))
-    curves.insert(3, "seed", int(grm_params.get("seed", 0)))
+    identity = run_identity(parameters)
+    curves = bon_curves({identity.label: proxy}, gold, ns=range(1, proxy.shape[1] + 1))
+    curves.insert(1, "base_variant", identity.variant_label)
+    curves.insert(2, "noise", identity.noise_rate)
+    curves.insert(3, "seed", identity.seed)
     metrics = {}
     for _, row in curves.iterrows():
         step = int(row["n"])
         metrics.setdefault("gold", []).append({"value": float(row["gold_raw"]), "step": step})
         metrics.setdefault("proxy", []).append({"value": float(row["proxy_raw"]), "step": step})
-    return curves, metrics, {label: curves}
+    return curves, metrics, {identity.label: curves}
 
 
 def compare_bon(curves_by_run: dict[str, Callable[[], pd.DataFrame]]) -> tuple[Any, str]:

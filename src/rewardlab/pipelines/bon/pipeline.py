@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="score_samples"),
             node(
                 best_of_n_curves,
-                inputs=["bon_scores", "params:grm_train", "params:bon"],
+                inputs=["bon_scores", "parameters"],
                 outputs=["bon_curves", "bon_mlflow_metrics", "bon_curves_by_run"],
                 name="best_of_n_curves",
             ),

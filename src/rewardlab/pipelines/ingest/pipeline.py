@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 ingest_pairs,
-                inputs=["raw_train_pairs", "params:ingest"],
+                inputs=["raw_train_pairs", "params:ingest", "params:grm_train"],
                 outputs=["train_pairs", "validation_pairs", "ingest_report", "ingest_metrics"],
                 name="ingest_pairs",
             )

@@ -7,7 +7,9 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from rewardlab.pipelines.tracking import metrics_for_mlflow, run_label, to_accelerator
+from rewardlab.config import OodEvalConfig
+from rewardlab.pipelines.tracking import metrics_for_mlflow, to_accelerator
+from rewardlab.run_identity import run_identity
 
 logger = logging.getLogger(__name__)
 
@@ -19,14 +21,14 @@ def load_extra_sets(params: dict[str, Any]) -> dict[str, pd.DataFrame]:
     from rewardlab.evalsets import load_eval_set
 
     sets = {}
-    for spec in params.get("extra_sets") or []:
-        loaded = load_eval_set(spec)
+    for spec in OodEvalConfig.from_dict(params, "ood_eval").extra_sets:
+        loaded = load_eval_set(spec.as_spec())
         if loaded is None:  # optional and absent: load_eval_set has logged why
             continue
         frame, info = loaded
         frame = frame.copy()
         frame.attrs["info"] = info
-        sets[spec["name"]] = frame
+        sets[spec.name] = frame
     return sets
 
 
@@ -41,42 +43,46 @@ def score_eval_sets(
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rewards for every pair of every set, and proxy rewards for every world response (vs its gold)."""
-    from rewardlab.modeling import lm_load_args, load_reward_model
+    from rewardlab.modeling import load_reward_model
     from rewardlab.scoring import score_pairs, score_responses
     from transformers import AutoTokenizer
 
-    model = to_accelerator(load_reward_model(reward_model_path, **lm_load_args(params, "ood_eval")))
+    cfg = OodEvalConfig.from_dict(params, "ood_eval")
+    model = to_accelerator(load_reward_model(reward_model_path, **cfg.load_args()))
     tokenizer = AutoTokenizer.from_pretrained(reward_model_path)
-    batch_size, max_length = int(params.get("batch_size", 64)), int(params.get("max_length", 512))
-    layout = {"packing": bool(params.get("packing", False)), "max_tokens": params.get("max_tokens_per_batch")}
+    layout = {"batch_size": cfg.batch_size, "max_length": cfg.max_length, "packing": cfg.packing,
+              "max_tokens": cfg.max_tokens_per_batch, "min_response_tokens": cfg.min_response_tokens}
     named_sets = dict(zip(WORLD_SETS, (test, ood_prompt, ood_response, ood_both))) | dict(extra_sets)
     scored = []
     for name, pairs in named_sets.items():
         logger.info("Scoring %d pairs of '%s'", len(pairs), name)
-        scores = score_pairs(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length, **layout)
+        scores = score_pairs(model, tokenizer, pairs, **layout)
         scores.insert(0, "eval_set", name)
         if "subset" in pairs.columns:
             scores["subset"] = pairs.set_index("id").loc[scores["id"], "subset"].to_numpy()
         scored.append(scores)
     responses = eval_responses.copy()
     responses["proxy"] = score_responses(
-        model, tokenizer, responses["prompt"].tolist(), responses["response"].tolist(),
-        batch_size=batch_size, max_length=max_length, **layout,
+        model, tokenizer, responses["prompt"].tolist(), responses["response"].tolist(), **layout
     )
     return pd.concat(scored, ignore_index=True), responses
 
 
 def summarize_eval(
-    scores: pd.DataFrame, response_scores: pd.DataFrame, grm_params: dict[str, Any], params: dict[str, Any]
+    scores: pd.DataFrame, response_scores: pd.DataFrame, parameters: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict, dict[str, pd.DataFrame]]:
-    """Per set (and subset): accuracy with a bootstrap CI, ECE, reward stats, norm dispersion, Kendall tau."""
+    """Per set (and subset): accuracy with a bootstrap CI, ECE, reward stats, norm dispersion, Kendall tau,
+    and how many pairs were cut to `max_length`; one result file per run label."""
     from rewardlab.metrics import kendall_tau, summarize_scores
+
+    cfg = OodEvalConfig.from_dict(parameters.get("ood_eval"), "ood_eval")
+    identity = run_identity(parameters)
 
     tables = []
     for name, group in scores.groupby("eval_set", sort=False):
         has_subsets = "subset" in group.columns and group["subset"].notna().any()
         table = summarize_scores(group, subset_col="subset" if has_subsets else None,
-                                 n_boot=int(params.get("bootstrap_samples", 1000)), seed=int(params.get("seed", 0)))
+                                 n_boot=cfg.bootstrap_samples, seed=cfg.seed)
         table.insert(0, "eval_set", name)
         tables.append(table)
     metrics = pd.concat(tables, ignore_index=True)
@@ -85,19 +91,21 @@ def summarize_eval(
         for name, group in response_scores.groupby("eval_set", sort=False)
     }
     metrics["kendall_tau"] = metrics["eval_set"].map(taus)
-    label = run_label(grm_params)
-    metrics.insert(0, "run_label", label)
-    metrics.insert(1, "variant", grm_params["variant"])
-    metrics.insert(2, "noise", float(grm_params.get("noise_rate", 0.0)))
-    metrics.insert(3, "seed", int(grm_params.get("seed", 0)))
+    if "truncated" in scores.columns:
+        metrics["truncated_pairs"] = metrics["eval_set"].map(scores.groupby("eval_set")["truncated"].sum())
+    metrics.insert(0, "run_label", identity.label)
+    # Reports group runs by variant: its configuration is part of it, so different configurations never mix.
+    metrics.insert(1, "variant", identity.variant_label)
+    metrics.insert(2, "noise", identity.noise_rate)
+    metrics.insert(3, "seed", identity.seed)
 
     overall = metrics[_overall_rows(metrics)]
     flat = {}
     for _, row in overall.iterrows():
-        for column in ("accuracy", "ci_low", "ci_high", "ece", "kendall_tau", "norm_dispersion"):
+        for column in ("accuracy", "ci_low", "ci_high", "ece", "kendall_tau", "norm_dispersion", "truncated_pairs"):
             if column in row and pd.notna(row[column]):
                 flat[f"{row['eval_set']}.{column}"] = row[column]
-    return metrics, metrics_for_mlflow(flat), {label: metrics}
+    return metrics, metrics_for_mlflow(flat), {identity.label: metrics}
 
 
 def compare_runs(results_by_run: dict[str, Callable[[], pd.DataFrame]]) -> tuple[str, Any]:

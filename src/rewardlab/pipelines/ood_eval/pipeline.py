@@ -24,7 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 summarize_eval,
-                inputs=["ood_scores", "ood_response_scores", "params:grm_train", "params:ood_eval"],
+                inputs=["ood_scores", "ood_response_scores", "parameters"],
                 outputs=["ood_metrics", "ood_mlflow_metrics", "ood_results_by_run"],
                 name="summarize_eval",
             ),

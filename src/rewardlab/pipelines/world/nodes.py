@@ -10,12 +10,12 @@ from rewardlab import world as synthetic
 
 
 def build_corpus(params: dict[str, Any]) -> pd.DataFrame:
-    return synthetic.generate_corpus(synthetic.WorldConfig.from_dict(params))
+    return synthetic.generate_corpus(synthetic.WorldConfig.from_dict(params, "world"))
 
 
 def build_base_model(corpus: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
     """Train the tokenizer and pre-train the tiny policy LM (also the reward models' backbone)."""
-    cfg = synthetic.WorldConfig.from_dict(params)
+    cfg = synthetic.WorldConfig.from_dict(params, "world")
     texts = synthetic.corpus_texts(corpus)
     tokenizer = synthetic.train_tokenizer(texts, vocab_size=cfg.vocab_size, model_max_length=cfg.max_length)
     model = synthetic.pretrain_lm(texts, tokenizer, cfg)
@@ -24,7 +24,7 @@ def build_base_model(corpus: pd.DataFrame, params: dict[str, Any]) -> dict[str, 
 
 def build_preference_sets(corpus: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, ...]:
     """Pairs labelled by Bradley-Terry sampling on the gold reward, and every eval response with its gold score."""
-    cfg = synthetic.WorldConfig.from_dict(params)
+    cfg = synthetic.WorldConfig.from_dict(params, "world")
     gold = synthetic.GoldReward()
     splits = synthetic.make_preference_splits(corpus, gold, cfg)
     eval_responses = gold_scored_responses(
