@@ -174,7 +174,7 @@ def test_skywork_rows_from_a_saved_dataset_dict(tmp_path):
     assert df["rejected"].tolist() == [[assistant("Lyon.")], [assistant("Six, because...")]]
     assert df["source"].tolist() == ["magpie_ultra", "offsetbias"]
     assert [str(issue) for issue in issues] == [
-        f"{saved}:train, row 2, field 'rejected': message 0 has role 'user' (responses hold assistant messages only)"]
+        f"{saved}:train, row 2, field 'rejected': no assistant turn after the 1 shared message(s) (roles: user)"]
 
 
 def test_trl_explicit_plain_and_conversational(tmp_path):
@@ -226,6 +226,40 @@ def test_trl_implicit_rows_plain_and_conversational():
     assert df["rejected"].tolist() == [[assistant("Go")], [assistant("E"), assistant("F")]]
 
 
+@pytest.mark.parametrize("format, row, field, kind, problem", [
+    ("skywork", {"chosen": [user("Hi")], "rejected": [user("Hi"), assistant("Yo")]},
+     "chosen", "no_assistant_turn", "no assistant turn (roles: user)"),
+    ("trl_implicit", {"chosen": [user("A"), assistant("B"), user("C"), assistant("D")],
+                      "rejected": [user("A"), assistant("B"), user("C")]},
+     "rejected", "no_assistant_turn", "no assistant turn after the 2 shared message(s) (roles: user)"),
+    ("trl_explicit", {"prompt": [user("Hi")], "chosen": [user("Hello?")], "rejected": [assistant("Yo")]},
+     "chosen", "no_assistant_turn", "no assistant turn (roles: user)"),
+    ("pairs", {"prompt": [user("Hi")], "chosen": [assistant("Yo")], "rejected": [{"role": "system", "content": "x"}]},
+     "rejected", "no_assistant_turn", "no assistant turn (roles: system)"),
+    ("skywork", {"chosen": [user("Capital of France?"), assistant("Paris.")],
+                 "rejected": [user("Capital of Spain?"), assistant("Madrid.")]},
+     "chosen+rejected", "prompt_mismatch", "prompts differ between chosen and rejected at message 0: "
+     "chosen has user 'Capital of France?', rejected has user 'Capital of Spain?'"),
+    ("trl_implicit", {"chosen": [user("A"), assistant("B"), user("C"), assistant("D")],
+                      "rejected": [user("A"), assistant("B"), {"role": "system", "content": "x " * 40}, user("C"),
+                                   assistant("E")]},
+     "chosen+rejected", "prompt_mismatch", "prompts differ between chosen and rejected at message 2: chosen has "
+     "user 'C', rejected has system 'x x x x x x x x x x x x x x x x x x x x...'"),
+    ("trl_explicit", {"prompt": [], "chosen": [user("Q1"), assistant("A")], "rejected": [user("Q2"), assistant("B")]},
+     "chosen+rejected", "prompt_mismatch",
+     "prompts differ between chosen and rejected at message 0: chosen has user 'Q1', rejected has user 'Q2'"),
+    ("unified_feedback", {"conv_A": [user("Q1"), assistant("A")], "conv_B": [user("Q2"), assistant("B")],
+                          "conv_A_rating": 2, "conv_B_rating": 1},
+     "conv_A+conv_B", "prompt_mismatch",
+     "prompts differ between conv_A and conv_B at message 0: conv_A has user 'Q1', conv_B has user 'Q2'"),
+])
+def test_conversations_without_an_assistant_turn_or_with_different_prompts_say_so(format, row, field, kind,
+                                                                                  problem):
+    df, issues = pairs_from_records([row], format, "chats.jsonl", "drop", locations=[1], unit="line")
+    assert len(df) == 0
+    assert issues == [ValidationIssue("chats.jsonl", 1, field, problem, kind, "line")]
+
+
 def test_split_conversations_keeps_a_message_on_each_side_of_identical_conversations():
     conversation = [user("Hi"), assistant("Hello")]
     assert split_conversations(conversation, conversation) == ([user("Hi")], [assistant("Hello")],
@@ -262,6 +296,24 @@ def test_jsonl_reader_reports_undecodable_lines_with_their_line_numbers(tmp_path
     assert [(issue.row, issue.field, issue.kind, issue.unit) for issue in issues] == [
         (3, "<line>", "undecodable", "line"), (4, "<line>", "undecodable", "line"),
         (6, "<line>", "undecodable", "line")]
+
+
+def test_byte_order_mark_and_crlf_line_ends_are_read_in_jsonl_gzipped_jsonl_and_csv(tmp_path):
+    rows = [{"prompt": f"p{i}", "chosen": f" c{i}", "rejected": f" r{i}"} for i in range(3)]
+    jsonl = ("\ufeff" + "".join(json.dumps(row) + "\r\n" for row in rows)).encode("utf-8")
+    csv_text = ("\ufeffprompt,chosen,rejected\r\n" + "".join(f"p{i}, c{i}, r{i}\r\n" for i in range(3))).encode()
+    files = {"bom.jsonl": jsonl, "bom.jsonl.gz": gzip.compress(jsonl), "bom.csv": csv_text,
+             "bom.csv.gz": gzip.compress(csv_text)}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        df, issues = load_pairs({"path": str(tmp_path / name)})
+        assert issues == [], name
+        assert df[["prompt", "chosen", "rejected"]].values.tolist() == [[f"p{i}", f" c{i}", f" r{i}"] for i in range(3)]
+    # Only the file's first bytes may be a byte-order mark; elsewhere it is a broken line.
+    (tmp_path / "late.jsonl").write_bytes(jsonl + jsonl)
+    _, issues = load_pairs({"path": str(tmp_path / "late.jsonl"), "on_error": "drop"})
+    assert [(issue.row, issue.kind) for issue in issues] == [(4, "undecodable"), (5, "duplicate_pair"),
+                                                             (6, "duplicate_pair")]
 
 
 def test_gzipped_jsonl_reader_and_limit(tmp_path):

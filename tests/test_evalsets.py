@@ -1,4 +1,5 @@
 import gzip
+import json
 import logging
 import math
 
@@ -7,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rewardlab.schema import validate_pairs
+from rewardlab.schema import DataValidationError, validate_pairs
 from rewardlab.evalsets import (
     EVAL_COLUMNS,
     EvalSetFormatError,
@@ -286,3 +287,21 @@ def test_real_hh_rlhf_sample_as_an_evaluation_set(hh_rlhf_path, caplog):
     assert info["n_pairs"] + info["dropped_rows"] == n_lines
     assert pairs["id"].is_unique and pairs["subset"].eq("hh_rlhf").all()
     assert (info["dropped_rows"] > 0) == ("left out" in caplog.text)
+
+
+def test_local_files_are_read_by_the_ingestion_readers_bom_crlf_and_bad_lines_included(tmp_path):
+    rows = [{"id": f"w{i}", "prompt": f"p{i}", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(3)]
+    text = "\ufeff" + "".join(json.dumps(row) + "\r\n" for row in rows)
+    (tmp_path / "ood.jsonl").write_bytes(text.encode("utf-8"))
+    (tmp_path / "ood.jsonl.gz").write_bytes(gzip.compress(text.encode("utf-8")))
+    for name in ("ood.jsonl", "ood.jsonl.gz"):
+        pairs, info = load_eval_set({"name": "ood", "kind": "world", "path": str(tmp_path / name)})
+        assert pairs["id"].tolist() == ["w0", "w1", "w2"] and info["n_pairs"] == 3
+
+    (tmp_path / "rb.csv").write_bytes("\ufeffprompt,chosen,rejected,subset,id\r\np0,good0,bad0,math-prm,3\r\n".encode())
+    pairs, _ = load_eval_set({"name": "rb", "kind": "reward_bench", "path": str(tmp_path / "rb.csv")})
+    assert pairs[["prompt", "chosen", "rejected", "subset"]].values.tolist() == [["p0", "good0", "bad0", "math-prm"]]
+
+    (tmp_path / "bad.jsonl").write_bytes(text.encode("utf-8") + b"{not json\r\n")
+    with pytest.raises(DataValidationError, match=r"bad\.jsonl, line 4, field '<line>': not valid JSON"):
+        load_eval_set({"name": "ood", "kind": "world", "path": str(tmp_path / "bad.jsonl")})

@@ -11,7 +11,6 @@ from rewardlab.schema import (
     PAIR_COLUMNS,
     DataValidationError,
     ValidationIssue,
-    pair_kind,
     pair_texts,
     render_messages,
     stable_pair_id,
@@ -50,7 +49,7 @@ def test_plain_table_gets_schema_columns_stable_ids_nan_margin_and_source():
     assert clean["margin"].isna().all() and clean["margin"].dtype == np.float64
     assert (clean["source"] == "unit").all()
     assert clean.loc[3, "prompt"] == ""  # an empty prompt is allowed
-    assert pair_kind(clean) == "plain"
+    assert isinstance(clean["chosen"].iloc[0], str)
     # Ids come from content only: the same rows give the same ids, in any table.
     again, _ = validate_pairs(df.iloc[::-1].reset_index(drop=True), source="other")
     assert set(again["id"]) == set(clean["id"])
@@ -87,7 +86,7 @@ def test_conversational_rows_keep_message_lists_and_drop_extra_message_keys():
     }]
     clean, issues = validate_pairs(pd.DataFrame(rows))
     assert issues == []
-    assert pair_kind(clean) == "conversational"
+    assert isinstance(clean["chosen"].iloc[0], list)
     assert clean.loc[0, "chosen"] == [assistant("Hello.")]
     assert clean.loc[1, "prompt"] == [user("Again?")]
     assert isinstance(clean.loc[1, "chosen"], list)
@@ -215,6 +214,9 @@ def test_all_problems_of_one_row_are_reported():
                            "['content', 'role'])"),
     ({"prompt": [user("q")], "chosen": [assistant("c"), user("more")], "rejected": [assistant("r")]}, "chosen",
      "bad_role", "message 1 has role 'user' (responses hold assistant messages only)"),
+    ({"prompt": [user("q")], "chosen": [assistant("c")], "rejected": [user("r"), {"role": "system", "content": "s"},
+                                                                      user("t")]},
+     "rejected", "no_assistant_turn", "no assistant turn (roles: user, system)"),
     ({"prompt": [user("q")], "chosen": [assistant("c")], "rejected": [assistant("c")]}, "rejected", "identical",
      "identical to chosen"),
     ({"prompt": [user("q")], "chosen": [assistant("c")], "rejected": " r"}, "rejected", "mixed_format",

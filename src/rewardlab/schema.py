@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rewardlab.errors import ExpectedError
+
 PAIR_COLUMNS = ["id", "prompt", "chosen", "rejected", "margin", "source"]
 TEXT_FIELDS = ("prompt", "chosen", "rejected")
 
@@ -32,6 +34,8 @@ MISSING = "missing"  # field absent or null
 EMPTY = "empty"  # chosen/rejected empty or whitespace only
 NOT_TEXT = "not_text"  # number/dict/... where text or messages are expected, malformed message
 BAD_ROLE = "bad_role"  # a non-assistant message among chosen/rejected
+NO_ASSISTANT_TURN = "no_assistant_turn"  # chosen/rejected messages without any assistant message
+PROMPT_MISMATCH = "prompt_mismatch"  # chosen and rejected conversations that differ before a response
 MIXED_FORMAT = "mixed_format"  # plain and conversational fields mixed in a row or a table
 NOT_NUMBER = "not_number"  # margin or rating that is not a finite number
 IDENTICAL = "identical"  # chosen == rejected
@@ -40,8 +44,8 @@ DUPLICATE_ID = "duplicate_id"  # same id as an earlier row
 UNDECODABLE = "undecodable"  # a file line that is not a JSON object
 NO_SHARED_PROMPT = "no_shared_prompt"  # dialogues without a common prefix to use as the prompt
 TIE = "tie"  # equally rated responses: no preference to learn from
-ISSUE_KINDS = (MISSING, EMPTY, NOT_TEXT, BAD_ROLE, MIXED_FORMAT, NOT_NUMBER, IDENTICAL, DUPLICATE_PAIR,
-               DUPLICATE_ID, UNDECODABLE, NO_SHARED_PROMPT, TIE)
+ISSUE_KINDS = (MISSING, EMPTY, NOT_TEXT, BAD_ROLE, NO_ASSISTANT_TURN, PROMPT_MISMATCH, MIXED_FORMAT, NOT_NUMBER,
+               IDENTICAL, DUPLICATE_PAIR, DUPLICATE_ID, UNDECODABLE, NO_SHARED_PROMPT, TIE)
 # Ties are an expected property of rated data, not a defect: they are dropped even when on_error="fail".
 EXPECTED_DROP_KINDS = frozenset({TIE})
 
@@ -65,7 +69,7 @@ class ValidationIssue:
         return f"{self.file}, {self.unit} {self.row}, field '{self.field}': {self.problem}"
 
 
-class DataValidationError(ValueError):
+class DataValidationError(ExpectedError, ValueError):
     """Bad input data. ``issues`` holds every problem found (the message lists the first ones)."""
 
     def __init__(self, message: str, issues: Sequence[ValidationIssue] = ()):
@@ -157,11 +161,19 @@ def as_messages(value: Any, field: str, assistant_only: bool = False) -> list[di
                 or not isinstance(message.get("role"), str) or not message["role"]:
             raise RowProblem(field, NOT_TEXT,
                              f"message {i} is not a {{'role': str, 'content': str}} mapping (got {describe(message)})")
-        if assistant_only and message["role"] != "assistant":
-            raise RowProblem(field, BAD_ROLE,
-                             f"message {i} has role '{message['role']}' (responses hold assistant messages only)")
         messages.append({"role": message["role"], "content": message["content"]})
+    others = [i for i, message in enumerate(messages) if message["role"] != "assistant"] if assistant_only else []
+    if others and len(others) == len(messages):
+        raise RowProblem(field, NO_ASSISTANT_TURN, f"no assistant turn (roles: {role_list(messages)})")
+    if others:
+        raise RowProblem(field, BAD_ROLE, f"message {others[0]} has role '{messages[others[0]]['role']}' "
+                                          f"(responses hold assistant messages only)")
     return messages
+
+
+def role_list(messages: Sequence[Mapping]) -> str:
+    """The distinct roles of some messages, in order of appearance ("user, system")."""
+    return ", ".join(dict.fromkeys(str(message["role"]) for message in messages))
 
 
 def as_number(value: Any, field: str) -> float:
@@ -346,12 +358,6 @@ def validate_pairs(df: pd.DataFrame, file: str = "<memory>", on_error: str = "fa
     """
     records = [to_python(record) for record in df.to_dict("records")]
     return validate_records(records, file, on_error, source=source)
-
-
-def pair_kind(df: pd.DataFrame) -> str:
-    """"plain" or "conversational" for a validated, non-empty pair table."""
-    first = to_python(df["chosen"].iloc[0])
-    return "conversational" if isinstance(first, list) else "plain"
 
 
 # -------------------------------------------------------------------------------------------- rendering

@@ -33,7 +33,13 @@ from rewardlab.adapters.readers import (
     read_parquet,
     read_records,
 )
-from rewardlab.adapters.splitting import split_conversations, split_hh_dialogues, split_plain_texts
+from rewardlab.adapters.splitting import (
+    check_responses,
+    split_conversations,
+    split_hh_dialogues,
+    split_plain_texts,
+)
+from rewardlab.adapters.tables import dropped_rows_by_kind, require_usable_pairs, split_train_validation
 
 __all__ = [
     "ADAPTERS",
@@ -47,8 +53,10 @@ __all__ = [
     "adapt_trl_explicit",
     "adapt_trl_implicit",
     "adapt_unified_feedback",
+    "check_responses",
     "check_spec",
     "default_source",
+    "dropped_rows_by_kind",
     "load_pairs",
     "pairs_from_records",
     "read_csv",
@@ -56,7 +64,9 @@ __all__ = [
     "read_jsonl",
     "read_parquet",
     "read_records",
+    "require_usable_pairs",
     "split_conversations",
     "split_hh_dialogues",
     "split_plain_texts",
+    "split_train_validation",
 ]

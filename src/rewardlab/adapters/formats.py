@@ -8,7 +8,13 @@ from typing import Any
 
 import pandas as pd
 
-from rewardlab.adapters.splitting import split_conversations, split_hh_dialogues, split_plain_texts
+from rewardlab.adapters.splitting import (
+    check_responses,
+    shared_length,
+    split_conversations,
+    split_hh_dialogues,
+    split_plain_texts,
+)
 from rewardlab.schema import (
     MISSING,
     MIXED_FORMAT,
@@ -16,6 +22,7 @@ from rewardlab.schema import (
     TIE,
     RowProblem,
     ValidationIssue,
+    as_messages,
     as_number,
     check_on_error,
     describe,
@@ -49,10 +56,27 @@ def adapt_pairs(row: Mapping) -> dict[str, Any]:
 def adapt_trl_explicit(row: Mapping) -> dict[str, Any]:
     """TRL explicit-prompt rows; ``score_chosen``/``score_rejected`` (as in UltraFeedback) give the margin."""
     pair = adapt_pairs(row)
+    _check_message_responses(pair.get("chosen"), pair.get("rejected"))
     if is_null(to_python(pair.get("margin"))) and "score_chosen" in row and "score_rejected" in row:
         pair["margin"] = as_number(row["score_chosen"], "score_chosen") - as_number(row["score_rejected"],
                                                                                      "score_rejected")
     return pair
+
+
+def _check_message_responses(chosen: Any, rejected: Any) -> None:
+    """Message responses without an assistant turn, or starting with different prompts, are refused as such.
+
+    Other defects (malformed messages, plain text) are left to validation, which reports every field of a row.
+    """
+    chosen, rejected = to_python(chosen), to_python(rejected)
+    if not (isinstance(chosen, list) and isinstance(rejected, list)):
+        return
+    try:
+        chosen, rejected = as_messages(chosen, "chosen"), as_messages(rejected, "rejected")
+    except RowProblem:
+        return
+    shared = shared_length(chosen, rejected)
+    check_responses(chosen[shared:], rejected[shared:], shared)
 
 
 def adapt_trl_implicit(row: Mapping) -> dict[str, Any]:

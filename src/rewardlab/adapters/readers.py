@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import json
@@ -27,7 +28,11 @@ class RawRecords:
 
 
 def read_jsonl(path: str | Path, limit: int | None = None, label: str | None = None) -> RawRecords:
-    """JSON lines (optionally gzipped); a line that is not a JSON object becomes an issue, blank lines are skipped."""
+    """JSON lines (optionally gzipped); a line that is not a JSON object becomes an issue, blank lines are skipped.
+
+    A UTF-8 byte-order mark at the start of the file and CRLF line ends (both common from Windows editors) are
+    accepted.
+    """
     path = Path(path)
     raw = RawRecords(label or str(path), [], [], "line")
     line_no = 0
@@ -37,6 +42,8 @@ def read_jsonl(path: str | Path, limit: int | None = None, label: str | None = N
             for line_no, line in enumerate(handle, start=1):
                 if limit is not None and len(raw.records) + len(raw.issues) >= limit:
                     break
+                if line_no == 1 and line.startswith(codecs.BOM_UTF8):
+                    line = line[len(codecs.BOM_UTF8):]
                 if not line.strip():
                     continue
                 try:

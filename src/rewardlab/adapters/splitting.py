@@ -5,7 +5,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from rewardlab.schema import ASSISTANT_MARKER, NO_SHARED_PROMPT, RowProblem, as_messages
+from rewardlab.schema import (
+    ASSISTANT_MARKER,
+    NO_ASSISTANT_TURN,
+    NO_SHARED_PROMPT,
+    PROMPT_MISMATCH,
+    RowProblem,
+    as_messages,
+    role_list,
+)
+
+EXCERPT_CHARS = 40
 
 
 def split_plain_texts(chosen: str, rejected: str) -> tuple[str, str, str]:
@@ -47,12 +57,46 @@ def split_conversations(chosen: Any, rejected: Any, chosen_field: str = "chosen"
     """(prompt, chosen_messages, rejected_messages): the prompt is the common leading messages.
 
     At least one message stays in each response, so identical conversations become identical responses
-    (reported by validation) instead of an empty pair.
+    (reported by validation) instead of an empty pair. Conversations whose responses hold no assistant turn,
+    or that part before a response, are refused by :func:`check_responses`.
     """
     chosen_messages = as_messages(chosen, chosen_field)
     rejected_messages = as_messages(rejected, rejected_field)
-    shared = 0
-    longest = min(len(chosen_messages), len(rejected_messages)) - 1
-    while shared < longest and chosen_messages[shared] == rejected_messages[shared]:
-        shared += 1
+    shared = shared_length(chosen_messages, rejected_messages, min(len(chosen_messages), len(rejected_messages)) - 1)
+    if chosen_messages != rejected_messages:
+        check_responses(chosen_messages[shared:], rejected_messages[shared:], shared, chosen_field, rejected_field)
     return chosen_messages[:shared], chosen_messages[shared:], rejected_messages[shared:]
+
+
+def shared_length(first: list, second: list, longest: int | None = None) -> int:
+    """How many leading items two lists share (at most ``longest``)."""
+    limit = min(len(first), len(second)) if longest is None else longest
+    shared = 0
+    while shared < limit and first[shared] == second[shared]:
+        shared += 1
+    return shared
+
+
+def check_responses(chosen: list[dict], rejected: list[dict], first: int = 0, chosen_field: str = "chosen",
+                    rejected_field: str = "rejected") -> None:
+    """Refuse two response message lists that cannot form a pair, saying why.
+
+    ``first`` is the position of the responses' first message in the whole conversation. A side without
+    any assistant message has no response at all ("no assistant turn"); two sides that start with different
+    messages of which one is not an assistant message are two different conversations ("prompts differ").
+    """
+    for field, messages in ((chosen_field, chosen), (rejected_field, rejected)):
+        if messages and not any(message["role"] == "assistant" for message in messages):
+            after = f" after the {first} shared message(s)" if first else ""
+            raise RowProblem(field, NO_ASSISTANT_TURN, f"no assistant turn{after} (roles: {role_list(messages)})")
+    if chosen and rejected and chosen[0] != rejected[0] and {chosen[0]["role"], rejected[0]["role"]} != {"assistant"}:
+        raise RowProblem(f"{chosen_field}+{rejected_field}", PROMPT_MISMATCH,
+                         f"prompts differ between {chosen_field} and {rejected_field} at message {first}: "
+                         f"{chosen_field} has {_excerpt(chosen[0])}, {rejected_field} has {_excerpt(rejected[0])}")
+
+
+def _excerpt(message: dict) -> str:
+    text = " ".join(message["content"].split())
+    if len(text) > EXCERPT_CHARS:
+        text = text[:EXCERPT_CHARS].rstrip() + "..."
+    return f"{message['role']} {text!r}"

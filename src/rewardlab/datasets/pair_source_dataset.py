@@ -4,7 +4,9 @@ The source is the same spec that ``rewardlab.adapters.load_pairs`` takes: a loca
 file or an HF dataset (hub id or local directory), and a ``format`` naming the adapter (``pairs``,
 ``trl_explicit``, ``trl_implicit``, ``hh_rlhf``, ``unified_feedback``, ``skywork``). Rows that fail
 validation are reported with file, row and field; with ``on_error: drop`` they are dropped and the issues
-travel with the frame in ``frame.attrs["validation_issues"]`` so the ingest node can count them.
+travel with the frame in ``frame.attrs["validation_issues"]`` so the ingest node can count them, together
+with the source's name (its path or hub id) in ``frame.attrs["source_label"]`` for messages about the whole
+source (e.g. that it holds no usable pair).
 
 Saving is allowed only for a local file in the pair schema (the world pipeline writes its raw pairs there).
 """
@@ -42,6 +44,7 @@ class PairSourceDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
             raise DatasetError(f"Preference data not found at '{self._source['path']}'")
         frame, issues = load_pairs(self._source)
         frame.attrs["validation_issues"] = [dataclasses.asdict(issue) for issue in issues]
+        frame.attrs["source_label"] = str(self._source.get("path") or self._source.get("hub_id"))
         return frame
 
     def save(self, data: pd.DataFrame) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -9,14 +10,16 @@ from typing import Any
 
 import pandas as pd
 
+from rewardlab.adapters import load_pairs, read_hf_dataset, read_records
 from rewardlab.evalsets.hhh import HHH_CONFIGS, HHH_HUB_ID, hhh_to_pairs
 from rewardlab.evalsets.mt_bench import MT_BENCH_HUB_ID, MT_BENCH_SPLITS, mt_bench_to_pairs
 from rewardlab.evalsets.reward_bench import REWARD_BENCH_HUB_ID, REWARD_BENCH_SPLIT, reward_bench_to_pairs
 from rewardlab.evalsets.rows import EVAL_COLUMNS, EvalSetFormatError
+from rewardlab.schema import DataValidationError
 
 logger = logging.getLogger(__name__)
 
-_TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv")
+_TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".csv.gz")
 EVAL_KINDS = ("pairs", "hhh", "mt_bench", "reward_bench", "world")
 # Spec keys passed through to rewardlab.adapters.load_pairs for kind "pairs" ("config" becomes its "name").
 _ADAPTER_KEYS = ("path", "hub_id", "format", "split", "on_error", "limit", "source", "data_files", "cache_dir")
@@ -33,36 +36,36 @@ def _part_path(base: Path, part: str) -> Path | None:
     return None
 
 
-def _is_saved_dataset(directory: Path) -> bool:
-    return (directory / "dataset_dict.json").exists() or (directory / "state.json").exists()
+def _saved_split(location: Path, split: str | None) -> str | None:
+    """The split to read from a save_to_disk DatasetDict: the one asked for, else its only one."""
+    names = json.loads((location / "dataset_dict.json").read_text())["splits"]
+    if split in names:
+        return split
+    if len(names) == 1:
+        return names[0]
+    raise EvalSetNotFoundError(f"{location}: no split {split!r} (has {names})")
 
 
 def _read_local(location: Path, split: str | None = None) -> pd.DataFrame:
-    """One table from a file (parquet/jsonl/json/csv), a save_to_disk directory or a dataset directory."""
-    import datasets
+    """One table from a file (parquet/jsonl/json/csv), a save_to_disk directory or a dataset directory.
 
+    Files and directories are read by the ingestion adapters' readers, so both accept the same inputs (a
+    byte-order mark, CRLF line ends); a line that is not a JSON object is an error here. A file's table has
+    no split, so ``split`` only chooses among a directory's splits.
+    """
     if location.is_file():
-        name = location.name
-        if name.endswith(".parquet"):
-            return pd.read_parquet(location)
-        if name.endswith((".jsonl", ".jsonl.gz")):
-            return pd.read_json(location, lines=True)
-        if name.endswith((".json", ".json.gz")):
-            return pd.read_json(location)
-        if name.endswith(".csv"):
-            return pd.read_csv(location)
-        raise EvalSetFormatError(f"{location}: unsupported file type (use one of {_TABLE_SUFFIXES})")
-    if _is_saved_dataset(location):
-        loaded = datasets.load_from_disk(str(location))
-        if isinstance(loaded, datasets.DatasetDict):
-            if split in loaded:
-                loaded = loaded[split]
-            elif len(loaded) == 1:
-                loaded = next(iter(loaded.values()))
-            else:
-                raise EvalSetNotFoundError(f"{location}: no split {split!r} (has {list(loaded)})")
-        return loaded.to_pandas()
-    return datasets.load_dataset(str(location), split=split or "train").to_pandas()
+        if not location.name.lower().endswith(_TABLE_SUFFIXES):
+            raise EvalSetFormatError(f"{location}: unsupported file type (use one of {_TABLE_SUFFIXES})")
+        raw = read_records({"path": str(location)})
+    elif (location / "dataset_dict.json").exists():
+        raw = read_hf_dataset(str(location), _saved_split(location, split))
+    elif (location / "state.json").exists():
+        raw = read_hf_dataset(str(location))
+    else:
+        raw = read_hf_dataset(str(location), split or "train")
+    if raw.issues:
+        raise DataValidationError.from_issues(raw.issues)
+    return pd.DataFrame.from_records(raw.records)
 
 
 def _read_hub(hub_id: str, config: str | None, split: str) -> pd.DataFrame:
@@ -141,8 +144,6 @@ def _load(spec: Mapping[str, Any], name: str, kind: str) -> tuple[pd.DataFrame, 
     elif kind == "world":
         frame = _with_subset(_read_local(Path(spec["path"]), spec.get("split")), name)
     else:  # "pairs": any file or dataset the ingestion adapters read
-        from rewardlab.adapters import load_pairs
-
         # Here "name" is the evaluation set's name; the adapters' "name" is a dataset configuration.
         # Public test sets carry a few defective rows (e.g. empty responses); an evaluation leaves them out
         # and reports how many, unless the spec asks for on_error: fail.
