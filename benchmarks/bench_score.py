@@ -35,8 +35,9 @@ from _bench_common import (
     word_tokenizer,
 )
 
+from rewardlab.encoding import encode_prompt_response
 from rewardlab.modeling import RewardModel
-from rewardlab.scoring import encode_prompt_response, score_pairs, score_responses
+from rewardlab.scoring import score_pairs, score_responses
 
 # (pairs, prompts, responses per prompt) per model size
 WORKLOADS = {"tiny": (256, 16, 16), "qwen2-0.5b": (512, 32, 16), "qwen2-1.5b": (512, 32, 16)}

@@ -5,13 +5,9 @@ import pytest
 import torch
 from helpers_tiny import build_tiny_tokenizer, save_tiny_base, tiny_pairs_df
 
+from rewardlab.encoding import encode_pairs, encode_prompt_response, encode_responses
 from rewardlab.modeling import RewardEnsemble, RewardModel
-from rewardlab.scoring import (
-    encode_prompt_response,
-    encode_prompt_responses,
-    score_pairs,
-    score_responses,
-)
+from rewardlab.scoring import score_pairs, score_responses
 
 SCORE_COLUMNS = ["id", "reward_chosen", "reward_rejected", "hidden_norm_chosen", "hidden_norm_rejected"]
 
@@ -48,7 +44,7 @@ def test_encode_layout_bos_prompt_then_response(tokenizer):
     assert again.count(tokenizer.bos_token_id) == 1 and again[0] == tokenizer.bos_token_id
 
 
-def test_encode_truncates_prompt_from_the_left_and_keeps_response(tokenizer):
+def test_encode_keeps_the_prompt_end_and_the_response_start(tokenizer):
     prompt, response = "Human: How do I bake bread? Please explain.", " Mix flour and water."
     p, r = ids_of(tokenizer, prompt), ids_of(tokenizer, response)
     max_length = 1 + len(r) + 3
@@ -62,13 +58,16 @@ def test_encode_truncates_prompt_from_the_left_and_keeps_response(tokenizer):
     assert encode_prompt_response(tokenizer, prompt, response, max_length=1) == (r[:1], [1])
     with pytest.raises(ValueError, match="max_length"):
         encode_prompt_response(tokenizer, prompt, response, max_length=0)
+    # A response longer than the floor keeps min_response_tokens of its start; the prompt's end fills the rest.
+    floor, _ = encode_prompt_response(tokenizer, prompt, response, max_length=1 + 5, min_response_tokens=2)
+    assert floor == [tokenizer.bos_token_id] + p[-3:] + r[:2]
 
 
 def test_batched_encoding_matches_single(tokenizer):
     pairs = tiny_pairs_df(6)
-    batched = encode_prompt_responses(tokenizer, list(pairs["prompt"]), list(pairs["chosen"]), 40)
+    batched = encode_responses(tokenizer, list(pairs["prompt"]), list(pairs["chosen"]), 40)
     single = [encode_prompt_response(tokenizer, p, c, 40) for p, c in zip(pairs["prompt"], pairs["chosen"])]
-    assert batched == single
+    assert [(list(e.input_ids), list(e.response_mask)) for e in batched] == single
 
 
 def test_tokenizer_without_bos_adds_nothing(tokenizer):
@@ -81,14 +80,17 @@ def test_tokenizer_without_bos_adds_nothing(tokenizer):
 
 def test_score_pairs_matches_one_by_one_forward(model, tokenizer):
     pairs = tiny_pairs_df(9)
-    scores = score_pairs(model, tokenizer, pairs, batch_size=4, max_length=64, progress=False)
-    assert list(scores.columns) == SCORE_COLUMNS and list(scores["id"]) == list(pairs["id"])
+    scores = score_pairs(model, tokenizer, pairs, batch_size=4, max_length=24, progress=False,
+                         min_response_tokens=8)
+    assert list(scores.columns) == SCORE_COLUMNS + ["truncated"] and list(scores["id"]) == list(pairs["id"])
+    encoded = encode_pairs(tokenizer, pairs["prompt"], pairs["chosen"], pairs["rejected"], 24, min_response_tokens=8)
+    assert scores["truncated"].dtype == bool and 0 < scores["truncated"].sum() < len(pairs)
+    assert scores["truncated"].tolist() == [pair.truncation.any for pair in encoded]
     model.eval()
     with torch.no_grad():
-        for row, pair in enumerate(pairs.itertuples()):
+        for row, pair in enumerate(encoded):
             for side in ("chosen", "rejected"):
-                ids, _ = encode_prompt_response(tokenizer, pair.prompt, getattr(pair, side), 64)
-                out = model(torch.tensor([ids]))
+                out = model(torch.tensor([getattr(pair, f"{side}_ids")]))
                 assert scores.loc[row, f"reward_{side}"] == pytest.approx(out.rewards.item(), abs=1e-5)
                 norm = out.last_hidden.norm().item()
                 assert scores.loc[row, f"hidden_norm_{side}"] == pytest.approx(norm, rel=1e-5)
@@ -115,7 +117,10 @@ def test_score_responses_agree_with_score_pairs(model, tokenizer):
     rewards = score_responses(model, tokenizer, list(pairs["prompt"]), list(pairs["rejected"]), batch_size=2,
                               max_length=64, progress=False)
     assert isinstance(rewards, np.ndarray) and rewards.shape == (7,)
-    np.testing.assert_allclose(rewards, scores["reward_rejected"], atol=1e-5)
+    # Uncut, a lone response is encoded as within its pair (cut, a pair's prompt cut follows its longer response).
+    uncut = ~scores["truncated"].to_numpy()
+    assert uncut.sum() >= 5
+    np.testing.assert_allclose(rewards[uncut], scores["reward_rejected"][uncut], atol=1e-5)
     with pytest.raises(ValueError, match="prompts for"):
         score_responses(model, tokenizer, ["a"], ["b", "c"], progress=False)
 
@@ -154,9 +159,13 @@ def test_packed_scoring_matches_padded(model, tokenizer, batch_size, max_tokens)
     assert list(packed["id"]) == list(pairs["id"])
     for column in SCORE_COLUMNS[1:]:
         np.testing.assert_allclose(packed[column], padded[column], atol=1e-5, rtol=1e-5)
-    rewards = score_responses(model, tokenizer, list(pairs["prompt"]), list(pairs["chosen"]), batch_size=batch_size,
-                              max_length=64, progress=False, packing=True, max_tokens=max_tokens)
-    np.testing.assert_allclose(rewards, padded["reward_chosen"], atol=1e-5, rtol=1e-5)
+    assert padded["truncated"].any()  # cut sequences are packed as they are padded
+    responses = {"prompts": list(pairs["prompt"]), "responses": list(pairs["chosen"]), "max_length": 64,
+                 "progress": False}
+    rewards = score_responses(model, tokenizer, batch_size=batch_size, packing=True, max_tokens=max_tokens,
+                              **responses)
+    np.testing.assert_allclose(rewards, score_responses(model, tokenizer, batch_size=4, **responses), atol=1e-5,
+                               rtol=1e-5)
 
 
 def test_packed_batches_respect_the_count_and_the_token_budget(model, tokenizer, monkeypatch):

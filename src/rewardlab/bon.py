@@ -15,6 +15,8 @@ import pandas as pd
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from rewardlab.encoding import pad_id, padded_batch
+
 CURVE_COLUMNS = ["variant", "n", "kl", "sqrt_kl", "proxy_raw", "gold_raw", "proxy", "gold"]
 PEAK_COLUMNS = ["variant", "n_at_peak", "kl_at_peak", "gold_at_peak", "gold_at_max_n", "gold_drop", "overoptimized"]
 
@@ -101,9 +103,7 @@ def sample_responses(
     if temperature < 0 or not 0.0 < top_p <= 1.0:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1 (got {temperature}, {top_p})")
     eos_id = tokenizer.eos_token_id
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-    if pad_id is None:
-        raise ValueError("the tokenizer has neither a pad nor an eos token")
+    pad_token_id = pad_id(tokenizer, required=True)
     prompt_ids = _prompt_token_ids(tokenizer, prompts)
     # Longest prompts first, so the rows of a batch need little padding.
     jobs = sorted(((p, s) for p in range(len(prompts)) for s in range(n)), key=lambda j: -len(prompt_ids[j[0]]))
@@ -114,18 +114,13 @@ def sample_responses(
     try:
         for start in tqdm(range(0, len(jobs), batch_size), desc="sampling", disable=not progress):
             batch = jobs[start : start + batch_size]
-            width = max(len(prompt_ids[p]) for p, _ in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (p, _) in enumerate(batch):
-                ids = prompt_ids[p]
-                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[row, width - len(ids) :] = 1
+            inputs = padded_batch([prompt_ids[p] for p, _ in batch], pad_token_id, side="left")
+            width = inputs["input_ids"].shape[1]
             generators = [torch.Generator().manual_seed(_sample_seed(seed, p, s)) for p, s in batch]
             with torch.no_grad():
                 output = model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
+                    input_ids=inputs["input_ids"].to(device),
+                    attention_mask=inputs["attention_mask"].to(device),
                     logits_processor=LogitsProcessorList([_PerSampleSampler(generators, temperature, top_p)]),
                     do_sample=True,
                     temperature=1.0,
@@ -133,7 +128,7 @@ def sample_responses(
                     top_p=1.0,
                     max_new_tokens=max_new_tokens,
                     use_cache=True,
-                    pad_token_id=pad_id,
+                    pad_token_id=pad_token_id,
                     eos_token_id=eos_id,
                 )
             generated = output[:, width:].cpu().tolist()

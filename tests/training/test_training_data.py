@@ -3,12 +3,11 @@ import pandas as pd
 import pytest
 import torch
 
+from rewardlab.encoding import Truncation, encode_prompt_response
 from rewardlab.modeling import RewardModel
-from rewardlab.schema import pair_texts
-from rewardlab.scoring import encode_prompt_response
+from rewardlab.schema import DataValidationError
 from rewardlab.training import BatchPlan, collate_packed, collate_padded, tokenize_pairs
-from rewardlab.training.data import collate
-from rewardlab.training.data import model_inputs
+from rewardlab.training.data import collate, model_inputs, truncation_counts
 
 
 def test_tokenize_pairs_matches_scoring_tokenization(tiny_base, pairs):
@@ -21,13 +20,33 @@ def test_tokenize_pairs_matches_scoring_tokenization(tiny_base, pairs):
     frame = pd.concat([pairs, conversational], ignore_index=True)
     examples = tokenize_pairs(frame, tokenizer, max_length=40)
     assert [e.index for e in examples] == list(range(len(frame)))
+    assert 0 < sum(e.truncation.any for e in examples) < len(examples)
     for example, row in zip(examples, frame.itertuples()):
         for side in ("chosen", "rejected"):
-            expected = encode_prompt_response(tokenizer, *pair_texts(row.prompt, getattr(row, side), tokenizer), 40)
-            assert (getattr(example, f"{side}_ids"), getattr(example, f"{side}_response_mask")) == \
-                (tuple(expected[0]), tuple(expected[1]))
+            expected = encode_prompt_response(tokenizer, row.prompt, getattr(row, side), 40)
             assert len(getattr(example, f"{side}_ids")) <= 40
+            if not example.truncation.any:  # uncut, each side has the layout of a lone response
+                assert (getattr(example, f"{side}_ids"), getattr(example, f"{side}_response_mask")) == \
+                    (tuple(expected[0]), tuple(expected[1]))
     assert np.isnan(examples[0].margin) and examples[-1].margin == 2.0
+
+
+def test_tokenize_pairs_names_the_row_and_field_of_unreadable_data(tiny_base, pairs):
+    records = pairs.iloc[:3].to_dict("records")
+    records[1]["rejected"] = [{"role": "assistant", "content": "No."}]
+    frame = pd.DataFrame(records)
+    with pytest.raises(DataValidationError, match=r"x\.parquet: row 1, field 'rejected': .*both be text"):
+        tokenize_pairs(frame, tiny_base[1], 32, file="x.parquet")
+
+
+def test_truncation_counts():
+    def example(prompt: bool, response: bool) -> object:
+        return type("Example", (), {"truncation": Truncation(prompt, response)})()
+
+    examples = [example(False, False), example(True, False), example(True, True), example(False, True)]
+    assert truncation_counts(examples, "eval_data.") == {
+        "eval_data.pairs": 4, "eval_data.truncated_pairs": 3, "eval_data.truncated_prompt_pairs": 2,
+        "eval_data.truncated_response_pairs": 2}
 
 
 def test_tokenize_pairs_names_missing_columns(tiny_base, pairs):

@@ -22,11 +22,16 @@ def test_same_seed_gives_identical_weights_and_history(tiny_base, pairs, tmp_pat
     second, history2 = train_reward_model(path, tokenizer, pairs, pairs.iloc[:6], cfg, tmp_path / "b")
     assert_same_weights(state_of(first), state_of(second))
     assert history1 == history2 and len(history1) == 8
-    assert [s for s, _ in logged] == list(range(1, 9))
+    assert [s for s, _ in logged] == list(range(0, 9))
+    from rewardlab.training.data import tokenize_pairs, truncation_counts
+
+    cut = {**truncation_counts(tokenize_pairs(pairs, tokenizer, cfg.max_length)),  # step 0: pairs max_length cut
+           **truncation_counts(tokenize_pairs(pairs.iloc[:6], tokenizer, cfg.max_length), "eval_data.")}
+    assert logged[0][1] == cut and cut["data.pairs"] == 16 and cut["eval_data.pairs"] == 6
     expected = {"loss", "bt", "reg", "accuracy", "reward_mean", "reward_std", "hidden_norm_dispersion",
                 "learning_rate", "grad_norm", "logps_chosen_mean"}
-    assert expected <= set(logged[0][1])
-    assert "logps_rejected_mean" not in logged[0][1]  # GRM-SFT never computes S(y_r)
+    assert expected <= set(logged[1][1])
+    assert "logps_rejected_mean" not in logged[1][1]  # GRM-SFT never computes S(y_r)
     assert {"eval_accuracy", "eval_loss"} <= set(history1[-1])  # evaluated at the end
     assert not first.training
     other, _ = train_reward_model(path, tokenizer, pairs, None, fast_config(num_epochs=2, seed=7,

@@ -1,16 +1,18 @@
-"""Training data: tokenized pairs, padded and packed collation, and a resumable batch order."""
+"""Training data: tokenized pairs (encoded by `rewardlab.encoding`, as scoring encodes them), pair batches in
+padded or packed layout, and a resumable batch order."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from rewardlab.schema import PAIR_COLUMNS, DataValidationError, pair_texts
-from rewardlab.scoring import encode_prompt_responses
+from rewardlab.encoding import (DEFAULT_MIN_RESPONSE_TOKENS, RowFieldError, Truncation, encode_pairs, packed_batch,
+                                padded_batch)
+from rewardlab.schema import PAIR_COLUMNS, DataValidationError
 
 
 @dataclass(frozen=True)
@@ -23,44 +25,44 @@ class PairExample:
     rejected_response_mask: tuple[int, ...]
     margin: float
     index: int
+    truncation: Truncation = Truncation()
 
 
-def _as_int_tuple(values: Any) -> tuple[int, ...]:
-    if isinstance(values, torch.Tensor):
-        values = values.reshape(-1).tolist()
-    return tuple(int(v) for v in values)
-
-
-def tokenize_pairs(pairs: pd.DataFrame, tokenizer, max_length: int, file: str = "<memory>") -> list[PairExample]:
-    """Tokenize every pair exactly as scoring does (`pair_texts`, then `encode_prompt_response(s)`)."""
+def tokenize_pairs(pairs: pd.DataFrame, tokenizer, max_length: int, file: str = "<memory>", *,
+                   min_response_tokens: int = DEFAULT_MIN_RESPONSE_TOKENS) -> list[PairExample]:
+    """Tokenize every pair exactly as scoring does (`rewardlab.encoding.encode_pairs`)."""
     missing = [c for c in ("prompt", "chosen", "rejected") if c not in pairs.columns]
     if missing:
         raise DataValidationError(f"{file}: pairs lack column(s) {missing}; expected {PAIR_COLUMNS}")
-    texts = {side: [] for side in ("chosen", "rejected")}
-    for row_number, (prompt, chosen, rejected) in enumerate(zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])):
-        for side, response in (("chosen", chosen), ("rejected", rejected)):
-            try:
-                texts[side].append(pair_texts(prompt, response, tokenizer))
-            except ValueError as error:
-                raise DataValidationError(f"{file}: row {row_number}, field '{side}': {error}") from error
-    # One batched tokenizer call per side; identical to encode_prompt_response row by row.
-    encoded = {side: encode_prompt_responses(tokenizer, [p for p, _ in texts[side]], [r for _, r in texts[side]],
-                                             max_length) for side in texts}
+    try:
+        encoded = encode_pairs(tokenizer, pairs["prompt"], pairs["chosen"], pairs["rejected"], max_length,
+                               min_response_tokens=min_response_tokens)
+    except RowFieldError as error:
+        raise DataValidationError(f"{file}: {error}") from error
     margins = pairs["margin"] if "margin" in pairs.columns else [None] * len(pairs)
-    examples = []
-    for row_number, margin in enumerate(margins):
-        (c_ids, c_mask), (r_ids, r_mask) = encoded["chosen"][row_number], encoded["rejected"][row_number]
-        margin = float("nan") if margin is None or pd.isna(margin) else float(margin)
-        examples.append(PairExample(_as_int_tuple(c_ids), _as_int_tuple(c_mask), _as_int_tuple(r_ids),
-                                    _as_int_tuple(r_mask), margin, row_number))
-    return examples
-
-
-def _sequences(examples: list[PairExample]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    # Chosen sequences first, then rejected: rewards[:B] are chosen and rewards[B:] rejected.
-    return [(e.chosen_ids, e.chosen_response_mask) for e in examples] + [
-        (e.rejected_ids, e.rejected_response_mask) for e in examples
+    return [
+        PairExample(pair.chosen_ids, pair.chosen_response_mask, pair.rejected_ids, pair.rejected_response_mask,
+                    float("nan") if margin is None or pd.isna(margin) else float(margin), row_number,
+                    pair.truncation)
+        for row_number, (pair, margin) in enumerate(zip(encoded, margins))
     ]
+
+
+def truncation_counts(examples: Sequence[PairExample], prefix: str = "data.") -> dict[str, int]:
+    """How many pairs max_length cut: at all, in the prompt, in a response (metric names under `prefix`)."""
+    return {
+        f"{prefix}pairs": len(examples),
+        f"{prefix}truncated_pairs": sum(e.truncation.any for e in examples),
+        f"{prefix}truncated_prompt_pairs": sum(e.truncation.prompt for e in examples),
+        f"{prefix}truncated_response_pairs": sum(e.truncation.response for e in examples),
+    }
+
+
+def _sequences(examples: list[PairExample]) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    # Chosen sequences first, then rejected: rewards[:B] are chosen and rewards[B:] rejected.
+    ids = [e.chosen_ids for e in examples] + [e.rejected_ids for e in examples]
+    masks = [e.chosen_response_mask for e in examples] + [e.rejected_response_mask for e in examples]
+    return ids, masks
 
 
 def _pair_fields(examples: list[PairExample]) -> dict[str, torch.Tensor]:
@@ -72,40 +74,14 @@ def _pair_fields(examples: list[PairExample]) -> dict[str, torch.Tensor]:
 
 def collate_padded(examples: list[PairExample], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch of 2B sequences: `input_ids`, `attention_mask`, `response_mask` [2B, L]."""
-    sequences = _sequences(examples)
-    length = max(len(ids) for ids, _ in sequences)
-    input_ids = torch.full((len(sequences), length), int(pad_token_id), dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    response_mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, (ids, mask) in enumerate(sequences):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, : len(ids)] = 1
-        response_mask[row, : len(ids)] = torch.tensor(mask, dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask,
-            **_pair_fields(examples)}
+    ids, masks = _sequences(examples)
+    return {**padded_batch(ids, pad_token_id, masks), **_pair_fields(examples)}
 
 
 def collate_packed(examples: list[PairExample]) -> dict[str, torch.Tensor]:
-    """All 2B sequences concatenated into one row [1, T] with no padding.
-
-    `position_ids` restart at 0 for each sequence, which keeps attention inside each sequence when no
-    attention mask is given; `sequence_ids` says which sequence each token belongs to and
-    `last_token_index` [2B] is the flat index of each sequence's last token (where its reward is read).
-    """
-    sequences = _sequences(examples)
-    ids = [t for seq, _ in sequences for t in seq]
-    mask = [m for _, seq_mask in sequences for m in seq_mask]
-    positions = [p for seq, _ in sequences for p in range(len(seq))]
-    sequence_ids = [i for i, (seq, _) in enumerate(sequences) for _ in seq]
-    lengths = torch.tensor([len(seq) for seq, _ in sequences], dtype=torch.long)
-    return {
-        "input_ids": torch.tensor([ids], dtype=torch.long),
-        "position_ids": torch.tensor([positions], dtype=torch.long),
-        "response_mask": torch.tensor([mask], dtype=torch.long),
-        "sequence_ids": torch.tensor([sequence_ids], dtype=torch.long),
-        "last_token_index": torch.cumsum(lengths, dim=0) - 1,
-        **_pair_fields(examples),
-    }
+    """All 2B sequences in one row [1, T] with no padding (`rewardlab.encoding.packed_batch`, with
+    `response_mask` and `sequence_ids`)."""
+    return {**packed_batch(*_sequences(examples)), **_pair_fields(examples)}
 
 
 def collate(examples: list[PairExample], packing: bool, pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -190,6 +166,3 @@ class BatchPlan:
             chunk = batch[micro * per_micro : (micro + 1) * per_micro]
             out.append(chunk[rank * self.per_device_batch_size : (rank + 1) * self.per_device_batch_size])
         return out
-
-    def epoch_of(self, step: int) -> float:
-        return step / self.steps_per_epoch

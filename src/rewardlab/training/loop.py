@@ -22,12 +22,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from rewardlab.encoding import pad_id
 from rewardlab.losses import compute_loss
 from rewardlab.modeling import RewardModel, lm_load_args
 from rewardlab.training import checkpoint as ckpt
 from rewardlab.training.config import TrainConfig
 from rewardlab.training.data import (BatchPlan, PairExample, collate, model_inputs, tokenize_pairs,
-                                     without_rejected_responses)
+                                     truncation_counts, without_rejected_responses)
 from rewardlab.training.microbatch import chunk_for_inference, plan_micro_batches
 from rewardlab.training.tuning import (apply_tuning, finish_tuning, model_fingerprint, optimizer_groups,
                                        trainable_parameters)
@@ -101,13 +102,6 @@ def _make_accelerator(cfg: TrainConfig):
                        dynamo_plugin=dynamo, step_scheduler_with_optimizer=False)
 
 
-def _pad_id(tokenizer) -> int:
-    for attribute in ("pad_token_id", "eos_token_id"):
-        if getattr(tokenizer, attribute, None) is not None:
-            return int(getattr(tokenizer, attribute))
-    return 0
-
-
 def data_fingerprint(examples: list[PairExample]) -> str:
     """Hash of the tokenized training pairs: changing data, tokenizer or truncation changes it."""
     digest = hashlib.sha256()
@@ -135,10 +129,11 @@ class _Run:
         self.cfg, self.log_metrics = cfg, log_metrics
         self.acc = acc = _make_accelerator(cfg)
         set_seed(cfg.seed)  # before the model exists: the reward head is drawn from this seed
-        self.pad_id = _pad_id(tokenizer)
-        self.train_examples = tokenize_pairs(train_pairs, tokenizer, cfg.max_length, file="train_pairs")
+        self.pad_id = pad_id(tokenizer)
+        cut = {"max_length": cfg.max_length, "min_response_tokens": cfg.min_response_tokens}
+        self.train_examples = tokenize_pairs(train_pairs, tokenizer, file="train_pairs", **cut)
         has_eval = eval_pairs is not None and len(eval_pairs) > 0
-        self.eval_examples = tokenize_pairs(eval_pairs, tokenizer, cfg.max_length, "eval_pairs") if has_eval else []
+        self.eval_examples = tokenize_pairs(eval_pairs, tokenizer, file="eval_pairs", **cut) if has_eval else []
         self.plan = BatchPlan(len(self.train_examples), cfg.per_device_batch_size, acc.num_processes,
                               cfg.gradient_accumulation_steps, cfg.seed)
         self.total_steps = self.plan.total_steps(cfg.num_epochs, cfg.max_steps)
@@ -357,9 +352,28 @@ class _Run:
             self.run_dir, step, accelerator=self.acc, model=self.model, optimizer=self.optimizer,
             scheduler=self.scheduler, meta=meta, history=self.history, extra=extra, keep=self.cfg.keep_checkpoints)
 
+    def _report_truncation(self) -> None:
+        """How many pairs max_length cut: a log line, and metrics at step 0 when the run starts afresh (a
+        resumed run reported them when it first started)."""
+        counts, lines = {}, []
+        for prefix, name, examples in (("data.", "training", self.train_examples),
+                                       ("eval_data.", "evaluation", self.eval_examples)):
+            if examples:
+                found = truncation_counts(examples, prefix)
+                counts |= found
+                lines.append(f"{found[prefix + 'truncated_pairs']} of {len(examples)} {name} pairs (prompt cut in "
+                             f"{found[prefix + 'truncated_prompt_pairs']}, a response cut in "
+                             f"{found[prefix + 'truncated_response_pairs']})")
+        logger.info("Truncated to max_length %d (min_response_tokens %d): %s", self.cfg.max_length,
+                    self.cfg.min_response_tokens, "; ".join(lines))
+        if self.log_metrics is not None and self.start_step == 0:
+            self.log_metrics(counts, 0)
+
     # -------------------------------------------------------------------------------------------- main
     def train(self) -> tuple[RewardModel, list[dict[str, Any]]]:
         cfg, acc = self.cfg, self.acc
+        if acc.is_main_process:
+            self._report_truncation()
         bar = tqdm(total=self.total_steps, initial=self.start_step, desc="reward model", dynamic_ncols=True,
                    disable=not (cfg.progress and acc.is_main_process))
         try:
