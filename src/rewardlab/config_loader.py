@@ -27,4 +27,4 @@ class ProjectConfigLoader(OmegaConfigLoader):
         super().__init__(conf_source, *args, **kwargs)
         root = project_root(conf_source).as_posix()
         # OmegaConf resolvers are global: the latest loader (one per Kedro session) names its own project.
-        OmegaConf.register_new_resolver("project_path", lambda: root, replace=True)
+        OmegaConf.register_resolver("project_path", lambda: root, replace=True)

@@ -1,10 +1,15 @@
 """Kedro project settings."""
 
 from rewardlab.config_loader import ProjectConfigLoader
-from rewardlab.hooks import MlflowCheckpointHooks, RunGuardHooks, SignalHooks
+from rewardlab.console import ignore_known_warnings
+from rewardlab.hooks import MlflowCheckpointHooks, MlflowRunOwnerHooks, RunGuardHooks, RunSummaryHooks, SignalHooks
 
-# kedro-mlflow registers its own hook through its entry point.
-HOOKS = (RunGuardHooks(), MlflowCheckpointHooks(), SignalHooks())
+# The `kedro` CLI filters these as it starts; sessions started from Python (notebooks) come through here.
+ignore_known_warnings()
+
+# kedro-mlflow registers its own hook through its entry point. SignalHooks stays last: of the hooks that run
+# last (`trylast`), pluggy calls the last registered last.
+HOOKS = (RunGuardHooks(), MlflowCheckpointHooks(), MlflowRunOwnerHooks(), RunSummaryHooks(), SignalHooks())
 
 # OmegaConfigLoader with `${project_path:}`, which mlflow.yml uses to keep the tracking store in the project.
 CONFIG_LOADER_CLASS = ProjectConfigLoader

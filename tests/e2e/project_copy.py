@@ -38,6 +38,8 @@ def make_project_copy(target: Path, parameters: dict | None = None) -> Path:
     shutil.copytree(PROJECT_ROOT / "conf" / "base", target / "conf" / "base")
     if (PROJECT_ROOT / "conf" / "gpu").exists():
         shutil.copytree(PROJECT_ROOT / "conf" / "gpu", target / "conf" / "gpu")
+    if (PROJECT_ROOT / "conf" / "logging.yml").exists():  # Kedro reads it from the directory it starts in
+        shutil.copy(PROJECT_ROOT / "conf" / "logging.yml", target / "conf" / "logging.yml")
     (target / "conf" / "local").mkdir(parents=True, exist_ok=True)
     (target / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(parameters or TINY_PARAMETERS))
     return target
@@ -65,3 +67,13 @@ def kedro(project: Path, *args: str, timeout: int = 900, check: bool = True) -> 
         raise AssertionError(f"kedro {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
                              f"{result.stderr[-8000:]}")
     return result
+
+
+def project_run_label(project: Path, runtime_params: dict | None = None) -> str:
+    """The run label (rewardlab.run_identity) of a `kedro run` in `project` with these `--params`."""
+    from rewardlab.run_identity import run_identity
+    from rewardlab.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    loader = CONFIG_LOADER_CLASS(conf_source=str(project / "conf"), runtime_params=runtime_params or {},
+                                 **CONFIG_LOADER_ARGS)
+    return run_identity(loader["parameters"]).label
