@@ -56,6 +56,10 @@ class GrmTrainConfig(TypedConfig):
     ensemble_reduce: Literal["mean", "min"] = setting("mean", "how an ensemble combines its members' rewards")
     log_checkpoint_artifact: bool = setting(True, "copy the trained reward model into the MLflow run's artifacts",
                                             observational=True)
+    export: bool = setting(True, "export a linear-head reward model as a standard Hugging Face model, logged and "
+                                 "registered in MLflow", observational=True)
+    registered_model_name: str | None = setting(None, "MLflow Model Registry name of the exported model (null: "
+                                                      "rewardlab-<variant>)", pattern=r"\S", observational=True)
     train: TrainConfig = setting(TrainConfig, "training settings shared by every variant")
 
     @field_validator("variant")
@@ -129,14 +133,17 @@ class EvalSetSpec(TypedConfig):
     """One evaluation set beside the world's (see `rewardlab.evalsets.load_eval_set`)."""
 
     name: str = setting(..., "the set's name in reports", pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["pairs", "hhh", "mt_bench", "reward_bench", "world"] = setting("pairs", "how its rows are read")
+    kind: Literal["pairs", "hhh", "mt_bench", "reward_bench", "reward_bench_2", "rm_bench", "world"] = setting(
+        "pairs", "how its rows are read (reward_bench_2, rm_bench: every response scored, the benchmark's own scores)")
     path: str | None = setting(None, "a local file or directory (tried first)")
     hub_id: str | None = setting(None, "a dataset on the hub")
-    split: str | list[str] | None = setting(None, "split (a list for MT-Bench)")
+    split: str | list[str] | None = setting(None, "split (a list for MT-Bench; default test for reward_bench_2, "
+                                                   "train for rm_bench)")
     format: str | None = setting(None, "kind pairs: the adapter (rewardlab.adapters.FORMATS)")
     config: str | None = setting(None, "kind pairs: a dataset configuration")
     configs: list[str] | None = setting(None, "kind hhh: its configurations")
-    subsets: list[str] | None = setting(None, "kind reward_bench: its subsets")
+    subsets: list[str] | None = setting(None, "kind reward_bench: its subsets; reward_bench_2: its sections; "
+                                              "rm_bench: its domains")
     keep_ties: bool = setting(False, "kind mt_bench: keep tied judgments")
     turns: list[int] | None = setting(None, "kind mt_bench: which turns")
     on_error: Literal["drop", "fail"] | None = setting(None, "kind pairs: drop (default) or fail on defective rows")

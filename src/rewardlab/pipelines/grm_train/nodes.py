@@ -1,4 +1,5 @@
-"""GRM training nodes: label noise, then one reward model (or an ensemble) per run."""
+"""GRM training nodes: label noise, then one reward model (or an ensemble) per run, then its export as a standard
+Hugging Face model."""
 
 from __future__ import annotations
 
@@ -53,6 +54,31 @@ def train_reward_models(
         histories.append(pd.DataFrame(history).assign(member=member))
     model = members[0] if cfg.ensemble_size == 1 else RewardEnsemble(members, reduce=cfg.ensemble_reduce)
     return {"model": model, "tokenizer": tokenizer}, pd.concat(histories, ignore_index=True)
+
+
+def export_trained_model(reward_model_path: str, training_history: pd.DataFrame, ingest_report: dict[str, Any],
+                         parameters: dict[str, Any]):
+    """The trained reward model as a standard sequence-classification model (`rewardlab.export`), written when the
+    dataset saves it; for an MLP head, an ensemble or `grm_train.export: false`, a directory holding only a
+    README.md that says why. The training reward statistics are those of the final evaluation on the
+    validation pairs (the training history's last `eval_reward_mean` / `eval_reward_std`)."""
+    from rewardlab.export import RewardModelExport, export_problem, final_evaluation
+
+    cfg = GrmTrainConfig.from_dict(parameters.get("grm_train"), "grm_train")
+    reason = export_problem(reward_model_path) if cfg.export else "Export is turned off (`grm_train.export: false`)."
+    if reason:
+        logger.warning("The reward model is not exported: %s", reason)
+        return RewardModelExport(reward_model_path, skip_reason=reason)
+    identity = run_identity(parameters)
+    evaluation = final_evaluation(training_history)
+    report = ingest_report or {}
+    provenance = {"variant": identity.variant, "noise_rate": identity.noise_rate, "seed": identity.seed,
+                  "run_label": identity.label,
+                  "training_data": f"{report.get('source', 'unknown')}: {report.get('train_pairs', '?')} training "
+                                   f"pairs ({100 * cfg.noise_rate:.3g}% of them with chosen and rejected swapped), "
+                                   f"{report.get('validation_pairs', '?')} validation pairs"}
+    return RewardModelExport(reward_model_path, reward_mean=evaluation.get("eval_reward_mean"),
+                             reward_std=evaluation.get("eval_reward_std"), provenance=provenance, metrics=evaluation)
 
 
 def _train_one(base_model_path, tokenizer, train_pairs, validation_pairs, cfg, state_dir, prefix):

@@ -1,6 +1,6 @@
 from kedro.pipeline import Pipeline, node
 
-from rewardlab.pipelines.grm_train.nodes import inject_noise, train_reward_models
+from rewardlab.pipelines.grm_train.nodes import export_trained_model, inject_noise, train_reward_models
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -17,6 +17,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["base_model", "noisy_train_pairs", "validation_pairs", "parameters"],
                 outputs=["reward_model", "training_history"],
                 name="train_reward_model",
+            ),
+            node(
+                export_trained_model,
+                inputs=["reward_model", "training_history", "ingest_report", "parameters"],
+                outputs="exported_reward_model",
+                name="export_reward_model",
             ),
         ]
     )
