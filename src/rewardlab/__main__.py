@@ -1,4 +1,5 @@
-"""Run the project as ``python -m rewardlab`` (same as ``kedro run``)."""
+"""``python -m rewardlab`` and the ``rewardlab`` command: ``kedro run`` without a command (every option of
+``kedro run`` works), else one of the commands of `rewardlab.commands` (``rewardlab --help`` lists them)."""
 
 import os
 import sys
@@ -12,6 +13,11 @@ from rewardlab.console import setup as setup_console
 
 
 def main(*args, **kwargs) -> Any:
+    from rewardlab.commands import COMMANDS, commands
+
+    argv = list(args[0]) if args else sys.argv[1:]
+    if argv and (argv[0] in COMMANDS or argv[0] in ("--help", "-h") and COMMANDS):
+        return commands.main(args=argv, prog_name="rewardlab", standalone_mode=not hasattr(sys, "ps1"))
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
     setup_console()  # what the `kedro` CLI does through the project's `kedro.init` entry point
     package_name = Path(__file__).parent.name
