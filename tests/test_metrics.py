@@ -9,8 +9,10 @@ from rewardlab.metrics import (
     bootstrap_ci,
     expected_calibration_error,
     kendall_tau,
+    length_spearman,
     norm_dispersion,
     pairwise_accuracy,
+    response_length,
     subset_accuracies,
     summarize_scores,
 )
@@ -127,11 +129,43 @@ def test_summarize_scores_overall_and_per_subset():
     assert summary.set_index("subset").loc["y", "n"] == 3
 
 
+def test_length_spearman_by_hand():
+    # rewards (1, 3, 2, 5) rank (1, 3, 2, 4); lengths (10, 30, 40, 20) rank (1, 3, 4, 2);
+    # d = (0, 0, -2, 2), sum d^2 = 8: rho = 1 - 6 * 8 / (4 * (16 - 1)) = 0.2
+    assert length_spearman([1.0, 3.0, 2.0, 5.0], [10, 30, 40, 20]) == pytest.approx(0.2)
+    assert length_spearman([3.0, 2.0, 1.0], [1, 2, 3]) == pytest.approx(-1.0)
+    assert math.isnan(length_spearman([1.0, 1.0, 1.0], [1, 2, 3]))  # a constant reward ranks nothing
+    assert math.isnan(length_spearman([1.0], [1]))
+    with pytest.raises(ValueError, match="differ in length"):
+        length_spearman([1.0, 2.0], [1])
+
+
+def test_response_length_counts_characters_of_text_or_messages():
+    assert response_length("héllo") == 5
+    messages = [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "you"}]
+    assert response_length(messages) == 5
+    assert response_length(np.array(messages, dtype=object)) == 5
+
+
+def test_summarize_scores_reports_length_spearman():
+    frame = _scored_frame()
+    # Lengths that rank the 10 rewards exactly as they are ranked (ties included) give rho = 1; reversed, -1.
+    frame["length_chosen"] = (frame["reward_chosen"] * 10 + 100).astype(int)
+    frame["length_rejected"] = (frame["reward_rejected"] * 10 + 100).astype(int)
+    summary = summarize_scores(frame, subset_col="subset", n_boot=20).set_index("subset")
+    assert summary.loc["all", "length_spearman"] == pytest.approx(1.0)
+    frame[["length_chosen", "length_rejected"]] = 1000 - frame[["length_chosen", "length_rejected"]]
+    assert summarize_scores(frame, n_boot=20).loc[0, "length_spearman"] == pytest.approx(-1.0)
+    # subset x: rewards (1, 0 | 0, 0) with lengths (110, 100 | 100, 100): ranks (4, 2, 2, 2) vs (4, 2, 2, 2): 1
+    assert summary.loc["x", "length_spearman"] == pytest.approx(1.0)
+
+
 def test_summarize_scores_without_norms_or_subsets():
     frame = _scored_frame().drop(columns=["hidden_norm_chosen", "hidden_norm_rejected"])
     summary = summarize_scores(frame, n_boot=50)
     assert len(summary) == 1
     assert math.isnan(summary.loc[0, "norm_dispersion"])
+    assert math.isnan(summary.loc[0, "length_spearman"])  # no length columns
     with pytest.raises(ValueError, match="subset column"):
         summarize_scores(frame, subset_col="missing")
 

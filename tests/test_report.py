@@ -7,7 +7,13 @@ from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
 from rewardlab.bon import bon_curves
-from rewardlab.report import comparison_markdown, comparison_table, plot_bon_curves, plot_comparison
+from rewardlab.report import (
+    benchmark_part_results,
+    comparison_markdown,
+    comparison_table,
+    plot_bon_curves,
+    plot_comparison,
+)
 
 ACCURACIES = {
     # (variant, noise, eval_set): accuracies of seeds 0, 1, 2
@@ -82,6 +88,40 @@ def test_plot_comparison_has_one_bar_group_per_row(results):
         "grm (noise 0)",
     ]
     figure.canvas.draw()  # renders without a display
+
+
+def _with_benchmark_parts(results: pd.DataFrame) -> pd.DataFrame:
+    """ood_metrics-like rows: every set overall, plus RewardBench 2 with two of its sections."""
+    results = results.assign(subset="all", benchmark=None)
+    rows = []
+    for (variant, noise), seed in [(("bt", 0.0), 0), (("bt", 0.0), 1), (("grm", 0.0), 0)]:
+        for subset, accuracy in [("all", 0.40 + 0.1 * seed), ("Factuality", 0.30), ("Ties", 0.50 + 0.2 * seed)]:
+            rows.append({"variant": variant, "noise": noise, "seed": seed, "eval_set": "rb2", "accuracy": accuracy,
+                         "subset": subset, "benchmark": "reward_bench_2"})
+    return pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_benchmark_parts_become_sets_of_their_own(results):
+    parts = benchmark_part_results(_with_benchmark_parts(results))
+    assert list(dict.fromkeys(parts["eval_set"])) == ["rb2/Factuality", "rb2/Ties"]
+    table = comparison_table(parts)
+    # bt's Ties over seeds 0 and 1: (0.5 + 0.7) / 2 = 0.6; grm's one seed: 0.5
+    assert table.loc[("bt", 0.0), ("rb2/Ties", "mean")] == pytest.approx(0.6)
+    assert table.loc[("grm", 0.0), ("rb2/Ties", "mean")] == pytest.approx(0.5)
+    assert benchmark_part_results(results).empty  # results written before the benchmark column existed
+
+
+def test_plot_comparison_with_benchmark_parts_adds_a_panel(results):
+    combined = _with_benchmark_parts(results)
+    overall = combined[combined["subset"] == "all"]
+    figure = plot_comparison(overall, parts=benchmark_part_results(combined))
+    top, bottom = figure.axes[:2]
+    top_bars = [c for c in top.containers if isinstance(c, BarContainer)]
+    bottom_bars = [c for c in bottom.containers if isinstance(c, BarContainer)]
+    assert [len(b.patches) for b in top_bars] == [4, 4, 4]  # test, ood_both, hhh, rb2
+    assert [len(b.patches) for b in bottom_bars] == [2, 2]  # (bt, 0), (grm, 0) over rb2/Factuality, rb2/Ties
+    assert [t.get_text() for t in bottom.get_xticklabels()] == ["rb2/Factuality", "rb2/Ties"]
+    figure.canvas.draw()
 
 
 @pytest.mark.parametrize("x", ["kl", "sqrt_kl"])

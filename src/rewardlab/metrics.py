@@ -3,6 +3,9 @@
 Every function is pure (numpy in, numbers or a DataFrame out). A pair counts as correct only when the
 chosen response gets a strictly higher reward than the rejected one: a reward model that cannot tell the two
 apart (equal rewards) has not ranked them, so ties count as wrong.
+
+Length bias is measured in characters (:func:`response_length`), not tokens: the count does not depend on the
+tokenizer, so runs of different base models stay comparable.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ SUMMARY_COLUMNS = [
     "ci_low",
     "ci_high",
     "ece",
+    "length_spearman",
     "reward_mean",
     "reward_std",
     "norm_dispersion",
@@ -117,6 +121,32 @@ def kendall_tau(proxy_scores, gold_scores) -> float:
     return float(stats.kendalltau(proxy, gold, variant="b").statistic)
 
 
+def response_length(response) -> int:
+    """Characters of a response: its text, or the summed contents of its messages (a conversational one)."""
+    if isinstance(response, str):
+        return len(response)
+    if isinstance(response, np.ndarray):
+        response = response.tolist()
+    if isinstance(response, (list, tuple)):
+        return sum(len(str(m.get("content", ""))) if isinstance(m, dict) else len(str(m)) for m in response)
+    return len(str(response))
+
+
+def length_spearman(rewards, lengths) -> float:
+    """Spearman rank correlation of rewards with response lengths (scipy.stats.spearmanr, ties ranked by
+    their mean rank): near +1, longer responses get higher rewards whatever they say (a length bias).
+
+    NaN for fewer than two responses or when rewards or lengths are all equal (no ranking to correlate).
+    """
+    rewards = np.asarray(rewards, dtype=np.float64).ravel()
+    lengths = np.asarray(lengths, dtype=np.float64).ravel()
+    if rewards.shape != lengths.shape:
+        raise ValueError(f"rewards and lengths differ in length: {rewards.size} vs {lengths.size}")
+    if rewards.size < 2 or np.ptp(rewards) == 0 or np.ptp(lengths) == 0:
+        return float("nan")
+    return float(stats.spearmanr(rewards, lengths).statistic)
+
+
 def norm_dispersion(hidden_norms) -> float:
     """Coefficient of variation (population std / mean) of last-layer hidden-state norms.
 
@@ -145,6 +175,11 @@ def _summary_row(
             ]
         )
         dispersion = norm_dispersion(norms)
+    spearman = float("nan")
+    if {"length_chosen", "length_rejected"} <= set(frame.columns):
+        lengths = np.concatenate([frame["length_chosen"].to_numpy(np.float64),
+                                  frame["length_rejected"].to_numpy(np.float64)])
+        spearman = length_spearman(rewards, lengths)
     return {
         "subset": label,
         "n": int(len(frame)),
@@ -152,6 +187,7 @@ def _summary_row(
         "ci_low": ci_low,
         "ci_high": ci_high,
         "ece": expected_calibration_error(r_c, r_r, n_bins=n_bins),
+        "length_spearman": spearman,
         "reward_mean": float(rewards.mean()) if rewards.size else float("nan"),
         "reward_std": float(rewards.std()) if rewards.size else float("nan"),
         "norm_dispersion": dispersion,
@@ -169,10 +205,11 @@ def summarize_scores(
     """Metrics of one scored evaluation set, overall and per subset.
 
     ``scored_df`` has ``reward_chosen`` and ``reward_rejected`` (one row per pair) and optionally
-    ``hidden_norm_chosen`` / ``hidden_norm_rejected``. Returns one row labelled ``"all"`` followed, when
-    ``subset_col`` is given, by one row per subset value (sorted), with the columns of
-    :data:`SUMMARY_COLUMNS`. ``reward_mean``/``reward_std`` are over all 2n rewards (population std);
-    ``norm_dispersion`` is over all 2n hidden norms and NaN when the norm columns are absent.
+    ``hidden_norm_chosen`` / ``hidden_norm_rejected`` and ``length_chosen`` / ``length_rejected``. Returns
+    one row labelled ``"all"`` followed, when ``subset_col`` is given, by one row per subset value (sorted),
+    with the columns of :data:`SUMMARY_COLUMNS`. ``reward_mean``/``reward_std`` are over all 2n rewards
+    (population std); ``norm_dispersion`` is over all 2n hidden norms and NaN when the norm columns are absent;
+    ``length_spearman`` (:func:`length_spearman`) is over all 2n rewards and lengths, NaN without lengths.
     """
     missing = [c for c in ("reward_chosen", "reward_rejected") if c not in scored_df.columns]
     if missing:

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 RESULT_COLUMNS = ["variant", "noise", "seed", "eval_set", "accuracy"]
 DEFAULT_IN_DISTRIBUTION = ("test",)
+PART_SEPARATOR = "/"  # a benchmark part's column is "<eval set>/<part>", e.g. "reward_bench_2/Ties"
 
 
 def _check_results(results: pd.DataFrame) -> None:
@@ -54,6 +55,17 @@ def comparison_table(
     return table.loc[keys]
 
 
+def benchmark_part_results(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``results`` that are parts of a benchmark's score (``benchmark`` set, ``subset`` not
+    "all"), each renamed to the evaluation set ``<eval_set>/<subset>``, in order of appearance. Empty when
+    ``results`` has no ``benchmark`` column (results written before it existed)."""
+    if "benchmark" not in results.columns or "subset" not in results.columns:
+        return results.iloc[0:0]
+    parts = results[results["benchmark"].notna() & results["subset"].notna() & (results["subset"] != "all")].copy()
+    parts["eval_set"] = parts["eval_set"].astype(str) + PART_SEPARATOR + parts["subset"].astype(str)
+    return parts
+
+
 def _fmt(mean: float, std: float, digits: int, bold: bool) -> str:
     if math.isnan(mean):
         return "-"
@@ -87,14 +99,11 @@ def _row_label(variant: str, noise: float, several_noises: bool) -> str:
     return f"{variant} (noise {noise:g})" if several_noises else str(variant)
 
 
-def plot_comparison(
-    results: pd.DataFrame, in_distribution: Sequence[str] = DEFAULT_IN_DISTRIBUTION, title: str | None = None
-) -> Figure:
-    """Grouped bars: one group per evaluation set, one bar per (variant, noise), error bars = std over seeds."""
+def _draw_bars(ax, results: pd.DataFrame, in_distribution: Sequence[str], several_noises: bool) -> int:
+    """One bar group per evaluation set, one bar per (variant, noise), error bars = std over seeds; returns
+    the number of bars per group."""
     table = comparison_table(results, in_distribution)
     sets = list(dict.fromkeys(table.columns.get_level_values("eval_set")))
-    several_noises = results["noise"].nunique() > 1
-    figure, (ax,) = _new_figure(max(6.0, 1.2 * len(sets) + 3.0), 4.0)
     n_rows = len(table)
     width = 0.8 / max(n_rows, 1)
     positions = np.arange(len(sets), dtype=np.float64)
@@ -110,14 +119,43 @@ def plot_comparison(
             label=_row_label(variant, noise, several_noises),
         )
     ax.set_xticks(positions, sets, rotation=20, ha="right")
-    ax.set_ylabel("pairwise accuracy")
     finite = results["accuracy"].dropna()
     if not finite.empty:
         ax.set_ylim(max(0.0, float(finite.min()) - 0.1), min(1.0, float(finite.max()) + 0.05))
-    ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
-    ax.legend(fontsize="small", ncols=min(3, max(n_rows, 1)))
+    return n_rows
+
+
+def plot_comparison(
+    results: pd.DataFrame,
+    in_distribution: Sequence[str] = DEFAULT_IN_DISTRIBUTION,
+    title: str | None = None,
+    parts: pd.DataFrame | None = None,
+) -> Figure:
+    """Grouped bars: one group per evaluation set, one bar per (variant, noise), error bars = std over seeds.
+
+    ``parts`` (e.g. :func:`benchmark_part_results`) adds a second panel below with the parts of benchmark
+    scores (RewardBench 2 sections, RM-Bench easy/normal/hard and domains). A benchmark set's bar is its own
+    score, not a pairwise accuracy (chance is 1/4 on RewardBench 2's best-of-4 sections).
+    """
+    has_parts = parts is not None and not parts.empty
+    sets = list(dict.fromkeys(results["eval_set"]))
+    several_noises = pd.concat([results["noise"], parts["noise"]] if has_parts else [results["noise"]]).nunique() > 1
+    width = max(6.0, 1.2 * len(sets) + 3.0)
+    if has_parts:
+        width = max(width, 0.9 * parts["eval_set"].nunique() + 3.0)
+    figure = Figure(figsize=(width, 8.0 if has_parts else 4.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2 if has_parts else 1, 1, squeeze=False)[:, 0]
+    n_rows = _draw_bars(axes[0], results, in_distribution, several_noises)
+    axes[0].set_ylabel("accuracy (benchmark sets: their score)" if has_parts else "pairwise accuracy")
+    axes[0].axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    axes[0].legend(fontsize="small", ncols=min(3, max(n_rows, 1)))
+    if has_parts:
+        _draw_bars(axes[1], parts, (), several_noises)
+        axes[1].set_ylabel("benchmark part score")
+        axes[1].set_title("benchmark parts", fontsize="medium")
     if title:
-        ax.set_title(title)
+        axes[0].set_title(title)
     return figure
 
 

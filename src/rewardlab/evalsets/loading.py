@@ -14,13 +14,24 @@ from rewardlab.adapters import load_pairs, read_hf_dataset, read_records
 from rewardlab.evalsets.hhh import HHH_CONFIGS, HHH_HUB_ID, hhh_to_pairs
 from rewardlab.evalsets.mt_bench import MT_BENCH_HUB_ID, MT_BENCH_SPLITS, mt_bench_to_pairs
 from rewardlab.evalsets.reward_bench import REWARD_BENCH_HUB_ID, REWARD_BENCH_SPLIT, reward_bench_to_pairs
+from rewardlab.evalsets.reward_bench_2 import (REWARD_BENCH_2_HUB_ID, REWARD_BENCH_2_SPLIT,
+                                               reward_bench_2_to_responses)
+from rewardlab.evalsets.rm_bench import RM_BENCH_HUB_ID, RM_BENCH_SPLIT, rm_bench_to_responses
 from rewardlab.evalsets.rows import EVAL_COLUMNS, EvalSetFormatError
 from rewardlab.schema import DataValidationError
 
 logger = logging.getLogger(__name__)
 
 _TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".csv.gz")
-EVAL_KINDS = ("pairs", "hhh", "mt_bench", "reward_bench", "world")
+EVAL_KINDS = ("pairs", "hhh", "mt_bench", "reward_bench", "reward_bench_2", "rm_bench", "world")
+# Kinds read as one row per response (benchmarks that compare more than two responses per prompt):
+# kind -> (default split, converter).
+_RESPONSE_KINDS = {
+    "reward_bench_2": (REWARD_BENCH_2_SPLIT, reward_bench_2_to_responses),
+    "rm_bench": (RM_BENCH_SPLIT, rm_bench_to_responses),
+}
+_DEFAULT_HUB = {"hhh": HHH_HUB_ID, "mt_bench": MT_BENCH_HUB_ID, "reward_bench": REWARD_BENCH_HUB_ID,
+                "reward_bench_2": REWARD_BENCH_2_HUB_ID, "rm_bench": RM_BENCH_HUB_ID}
 # Spec keys passed through to rewardlab.adapters.load_pairs for kind "pairs" ("config" becomes its "name").
 _ADAPTER_KEYS = ("path", "hub_id", "format", "split", "on_error", "limit", "source", "data_files", "cache_dir")
 
@@ -141,6 +152,11 @@ def _load(spec: Mapping[str, Any], name: str, kind: str) -> tuple[pd.DataFrame, 
         split = spec.get("split") or REWARD_BENCH_SPLIT
         table = _read_local(Path(spec["path"]), split) if spec.get("path") else _read_hub(spec["hub_id"], None, split)
         frame = reward_bench_to_pairs(table, subsets=spec.get("subsets"))
+    elif kind in _RESPONSE_KINDS:
+        default_split, convert = _RESPONSE_KINDS[kind]
+        split = spec.get("split") or default_split
+        table = _read_local(Path(spec["path"]), split) if spec.get("path") else _read_hub(spec["hub_id"], None, split)
+        frame = convert(table, spec.get("subsets"))
     elif kind == "world":
         frame = _with_subset(_read_local(Path(spec["path"]), spec.get("split")), name)
     else:  # "pairs": any file or dataset the ingestion adapters read
@@ -161,9 +177,10 @@ def _load(spec: Mapping[str, Any], name: str, kind: str) -> tuple[pd.DataFrame, 
 def load_eval_set(spec: Mapping[str, Any]) -> tuple[pd.DataFrame, dict] | None:
     """Load one evaluation set described by ``spec`` into the pair schema plus ``subset``.
 
-    ``spec`` keys: ``name``; ``kind`` (pairs | hhh | mt_bench | reward_bench | world); ``path`` (local
-    file or directory, tried first) or ``hub_id`` (default: the set's hub id); ``split`` (str, or a list
-    for MT-Bench); ``configs`` (HHH) / ``subsets`` (RewardBench); ``keep_ties`` and ``turns`` (MT-Bench);
+    ``spec`` keys: ``name``; ``kind`` (pairs | hhh | mt_bench | reward_bench | reward_bench_2 | rm_bench |
+    world); ``path`` (local file or directory, tried first) or ``hub_id`` (default: the set's hub id);
+    ``split`` (str, or a list for MT-Bench); ``configs`` (HHH) / ``subsets`` (RewardBench's subsets,
+    RewardBench 2's sections, RM-Bench's domains); ``keep_ties`` and ``turns`` (MT-Bench);
     ``optional``. Kind "pairs" goes through ``rewardlab.adapters.load_pairs`` with the keys ``format``,
     ``on_error`` (default "drop": defective rows are left out, counted in ``info["dropped_rows"]``),
     ``limit``, ``source``, ``data_files``, ``cache_dir`` and ``config`` (a dataset configuration) passed
@@ -171,21 +188,23 @@ def load_eval_set(spec: Mapping[str, Any]) -> tuple[pd.DataFrame, dict] | None:
     table file) when present, else ``path`` as one table (a DatasetDict keyed
     by split for MT-Bench). Every set gets a ``subset`` column (the set's name where it has no subsets).
     Returns ``(pairs, info)`` where info holds name, kind, location, n_pairs, n_ties, ties_kept and
-    ``subsets`` (pairs per subset). A set that cannot be found raises :class:`EvalSetNotFoundError`
-    naming it, unless ``optional`` is true: then a warning is logged and None returned.
+    ``subsets`` (pairs per subset). RewardBench 2 and RM-Bench, which compare more than two responses per
+    prompt, come as one row per response instead (``rows.RESPONSE_COLUMNS``); their info holds n_rows and
+    n_responses in place of n_pairs, and ``subsets`` counts prompts. A set that cannot be found raises
+    :class:`EvalSetNotFoundError` naming it, unless ``optional`` is true: then a warning is logged and None
+    returned.
     """
     name = str(spec.get("name") or spec.get("kind") or "eval_set")
     kind = spec.get("kind", "pairs")
     if kind not in EVAL_KINDS:
         raise ValueError(f"evaluation set {name!r}: unknown kind {kind!r} (expected one of {EVAL_KINDS})")
-    default_hub = {"hhh": HHH_HUB_ID, "mt_bench": MT_BENCH_HUB_ID, "reward_bench": REWARD_BENCH_HUB_ID}
     spec = dict(spec)
     if kind == "world" and not spec.get("path"):
         raise ValueError(f"evaluation set {name!r} (world) needs a 'path'")
     if not spec.get("path") and not spec.get("hub_id"):
-        if kind not in default_hub:
+        if kind not in _DEFAULT_HUB:
             raise ValueError(f"evaluation set {name!r} ({kind}) needs a 'path' or a 'hub_id'")
-        spec["hub_id"] = default_hub[kind]
+        spec["hub_id"] = _DEFAULT_HUB[kind]
     location = str(spec.get("path") or spec.get("hub_id"))
     try:
         if spec.get("path") and not Path(spec["path"]).exists():
@@ -197,11 +216,12 @@ def load_eval_set(spec: Mapping[str, Any]) -> tuple[pd.DataFrame, dict] | None:
             logger.warning("%s; skipped because it is optional", message)
             return None
         raise EvalSetNotFoundError(message + " (give a local 'path', or set 'optional: true')") from err
-    info.update(
-        name=name,
-        kind=kind,
-        location=location,
-        n_pairs=int(len(frame)),
-        subsets={str(k): int(v) for k, v in frame["subset"].value_counts(sort=False).sort_index().items()},
-    )
+    info.update(name=name, kind=kind, location=location)
+    if kind in _RESPONSE_KINDS:
+        prompts = frame.drop_duplicates("row")
+        info.update(n_rows=int(len(prompts)), n_responses=int(len(frame)))
+    else:
+        prompts = frame
+        info.update(n_pairs=int(len(frame)))
+    info["subsets"] = {str(k): int(v) for k, v in prompts["subset"].value_counts(sort=False).sort_index().items()}
     return frame, info

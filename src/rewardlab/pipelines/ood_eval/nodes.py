@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from rewardlab.config import OodEvalConfig
@@ -42,7 +43,15 @@ def score_eval_sets(
     extra_sets: dict[str, pd.DataFrame],
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rewards for every pair of every set, and proxy rewards for every world response (vs its gold)."""
+    """Rewards for every pair of every set, and proxy rewards for every world response (vs its gold).
+
+    A pair set gives one row per pair (reward_chosen, reward_rejected, their hidden norms, length_chosen,
+    length_rejected in characters, truncated). A benchmark set that compares more than two responses per
+    prompt (RewardBench 2, RM-Bench: a `benchmark` column) gives one row per response (row, row_id, position,
+    is_correct, benchmark, reward, hidden_norm, length, truncated): each response is scored once, and
+    `summarize_eval` applies the benchmark's own rule to the responses of each prompt.
+    """
+    from rewardlab.metrics import response_length
     from rewardlab.modeling import load_reward_model
     from rewardlab.scoring import score_pairs, score_responses
     from transformers import AutoTokenizer
@@ -55,11 +64,17 @@ def score_eval_sets(
     named_sets = dict(zip(WORLD_SETS, (test, ood_prompt, ood_response, ood_both))) | dict(extra_sets)
     scored = []
     for name, pairs in named_sets.items():
-        logger.info("Scoring %d pairs of '%s'", len(pairs), name)
-        scores = score_pairs(model, tokenizer, pairs, **layout)
+        if "benchmark" in pairs.columns:
+            logger.info("Scoring %d responses of '%s'", len(pairs), name)
+            scores = _score_benchmark_responses(model, tokenizer, pairs, layout)
+        else:
+            logger.info("Scoring %d pairs of '%s'", len(pairs), name)
+            scores = score_pairs(model, tokenizer, pairs, **layout)
+            if "subset" in pairs.columns:
+                scores["subset"] = pairs.set_index("id").loc[scores["id"], "subset"].to_numpy()
+            scores["length_chosen"] = [response_length(r) for r in pairs["chosen"]]
+            scores["length_rejected"] = [response_length(r) for r in pairs["rejected"]]
         scores.insert(0, "eval_set", name)
-        if "subset" in pairs.columns:
-            scores["subset"] = pairs.set_index("id").loc[scores["id"], "subset"].to_numpy()
         scored.append(scores)
     responses = eval_responses.copy()
     responses["proxy"] = score_responses(
@@ -68,11 +83,40 @@ def score_eval_sets(
     return pd.concat(scored, ignore_index=True), responses
 
 
+def _score_benchmark_responses(model, tokenizer, responses: pd.DataFrame, layout: dict[str, Any]) -> pd.DataFrame:
+    """Each (prompt, response) of a benchmark set scored once, in input order, with its hidden-state norm and
+    whether max_length cut it (what `rewardlab.scoring.score_responses` computes, kept in full here)."""
+    from rewardlab.encoding import encode_responses, pad_id
+    from rewardlab.metrics import response_length
+    from rewardlab.scoring import score_encoded
+
+    encoded = encode_responses(tokenizer, responses["prompt"], responses["response"], layout["max_length"],
+                               min_response_tokens=layout["min_response_tokens"])
+    rewards, norms = score_encoded(model, [e.input_ids for e in encoded], pad_id(tokenizer), layout["batch_size"],
+                                   desc="scoring responses", packing=layout["packing"],
+                                   max_tokens=layout["max_tokens"])
+    scores = responses[["id", "row", "row_id", "subset", "benchmark", "position", "is_correct"]].reset_index(drop=True)
+    scores["reward"] = rewards
+    scores["hidden_norm"] = norms
+    scores["length"] = [response_length(r) for r in responses["response"]]
+    scores["truncated"] = np.array([e.truncation.any for e in encoded], dtype=bool)
+    return scores
+
+
 def summarize_eval(
     scores: pd.DataFrame, response_scores: pd.DataFrame, parameters: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict, dict[str, pd.DataFrame]]:
-    """Per set (and subset): accuracy with a bootstrap CI, ECE, reward stats, norm dispersion, Kendall tau,
-    and how many pairs were cut to `max_length`; one result file per run label."""
+    """Per set (and subset): accuracy with a bootstrap CI, ECE, the Spearman correlation of reward with length
+    in characters, reward stats, norm dispersion, Kendall tau, and how many pairs (responses, for a benchmark
+    set) were cut to `max_length`; one result file per run label.
+
+    A benchmark set (RewardBench 2, RM-Bench) is summarized by its own rule
+    (`rewardlab.evalsets.summarize_benchmark`): `accuracy` is the benchmark's score, its rows are the overall
+    score ("all") and its parts (RewardBench 2 sections; RM-Bench easy/normal/hard and domains), `n` counts
+    prompts and the `benchmark` column names it. MLflow gets `<set>.<metric>` for every set's overall row and,
+    for a benchmark set, `<set>.score` and `<set>.<part>.score`.
+    """
+    from rewardlab.evalsets import summarize_benchmark
     from rewardlab.metrics import kendall_tau, summarize_scores
 
     cfg = OodEvalConfig.from_dict(parameters.get("ood_eval"), "ood_eval")
@@ -80,10 +124,15 @@ def summarize_eval(
 
     tables = []
     for name, group in scores.groupby("eval_set", sort=False):
-        has_subsets = "subset" in group.columns and group["subset"].notna().any()
-        table = summarize_scores(group, subset_col="subset" if has_subsets else None,
-                                 n_boot=cfg.bootstrap_samples, seed=cfg.seed)
+        benchmark = _benchmark_of(group)
+        if benchmark is not None:
+            table = summarize_benchmark(group, benchmark, n_boot=cfg.bootstrap_samples, seed=cfg.seed)
+        else:
+            has_subsets = "subset" in group.columns and group["subset"].notna().any()
+            table = summarize_scores(group, subset_col="subset" if has_subsets else None,
+                                     n_boot=cfg.bootstrap_samples, seed=cfg.seed)
         table.insert(0, "eval_set", name)
+        table["benchmark"] = benchmark
         tables.append(table)
     metrics = pd.concat(tables, ignore_index=True)
     taus = {
@@ -99,23 +148,44 @@ def summarize_eval(
     metrics.insert(2, "noise", identity.noise_rate)
     metrics.insert(3, "seed", identity.seed)
 
-    overall = metrics[_overall_rows(metrics)]
     flat = {}
-    for _, row in overall.iterrows():
-        for column in ("accuracy", "ci_low", "ci_high", "ece", "kendall_tau", "norm_dispersion", "truncated_pairs"):
+    for _, row in metrics[_overall_rows(metrics)].iterrows():
+        for column in ("accuracy", "ci_low", "ci_high", "ece", "length_spearman", "kendall_tau", "norm_dispersion",
+                       "truncated_pairs"):
             if column in row and pd.notna(row[column]):
                 flat[f"{row['eval_set']}.{column}"] = row[column]
+    benchmark_rows = metrics[metrics["benchmark"].notna()]
+    for _, row in benchmark_rows.iterrows():
+        part = "" if row["subset"] == "all" else f"{row['subset']}."
+        flat[f"{row['eval_set']}.{part}score"] = row["accuracy"]
     return metrics, metrics_for_mlflow(flat), {identity.label: metrics}
 
 
+def _benchmark_of(group: pd.DataFrame) -> str | None:
+    """The benchmark whose rule scores this set's rows, None for a pair set."""
+    if "benchmark" not in group.columns:
+        return None
+    names = group["benchmark"].dropna().unique()
+    if len(names) > 1:
+        raise ValueError(f"evaluation set {group['eval_set'].iloc[0]!r} mixes benchmarks {sorted(names)}")
+    return str(names[0]) if len(names) else None
+
+
 def compare_runs(results_by_run: dict[str, Callable[[], pd.DataFrame]]) -> tuple[str, Any]:
-    """One table over every run evaluated so far: variants as rows, eval sets as columns, mean and spread over seeds."""
-    from rewardlab.report import comparison_markdown, comparison_table, plot_comparison
+    """One table over every run evaluated so far: variants as rows, eval sets as columns, mean and spread over
+    seeds; below it, when a benchmark set was evaluated, one more table of its parts (columns `<set>/<part>`).
+    The plot shows the same: overall scores, and the parts in a second panel."""
+    from rewardlab.report import (RESULT_COLUMNS, benchmark_part_results, comparison_markdown, comparison_table,
+                                  plot_comparison)
 
     results = pd.concat([load() for load in results_by_run.values()], ignore_index=True)
+    parts = benchmark_part_results(results)
     results = results[_overall_rows(results)]
-    table = comparison_table(results[["variant", "noise", "seed", "eval_set", "accuracy"]])
-    return comparison_markdown(table), plot_comparison(results)
+    markdown = comparison_markdown(comparison_table(results[RESULT_COLUMNS]))
+    if not parts.empty:
+        markdown += "\nBenchmark parts (RewardBench 2 sections; RM-Bench easy/normal/hard and domains):\n\n"
+        markdown += comparison_markdown(comparison_table(parts[RESULT_COLUMNS]))
+    return markdown, plot_comparison(results, parts=None if parts.empty else parts)
 
 
 def _overall_rows(metrics: pd.DataFrame) -> pd.Series:
