@@ -31,6 +31,7 @@ def test_the_full_summary_has_metrics_reports_and_the_ui_command():
         reports=["data/08_reporting/ood_metrics.csv", "data/08_reporting/comparison.png",
                  "data/08_reporting/comparison.md", "data/08_reporting/bon_peaks.md"],
         mlflow_ui="make mlflow-ui", run_url=f"http://127.0.0.1:5000/#/experiments/1/runs/{RUN_ID}",
+        runs_url="http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning",
     )
     assert text.splitlines() == [
         f"Run finished: MLflow run {RUN_ID}",
@@ -43,6 +44,7 @@ def test_the_full_summary_has_metrics_reports_and_the_ui_command():
         "              data/08_reporting/ood_metrics.csv",
         "  MLflow UI:  make mlflow-ui",
         f"              then open http://127.0.0.1:5000/#/experiments/1/runs/{RUN_ID}",
+        "              or every run: http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning",
     ]
 
 

@@ -1,6 +1,7 @@
 """Project hooks: stop a run at once when a parameter is invalid, or, with the command to fix it, when its inputs
 were never made; end a run stopped by SIGTERM or Ctrl-C as failed; mark KILLED the MLflow runs of processes
-killed outright; log saved reward models to MLflow; print a short summary once a run succeeded."""
+killed outright; log saved reward models to MLflow and register exported ones; show runs in MLflow as model
+training, named by their label, with the pair sets they use; print a short summary once a run succeeded."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +158,54 @@ class MlflowCheckpointHooks:
             mlflow.log_artifacts(path, artifact_path="reward_model")
 
 
+class MlflowExportHooks:
+    """Logs the exported reward model (`exported_reward_model`, rewardlab.export) to the active MLflow run with
+    MLflow's transformers flavor and registers it in the Model Registry as `grm_train.registered_model_name`
+    (default `rewardlab-<variant>`), so `mlflow.transformers.load_model("models:/<name>/<version>")` loads it.
+
+    A directory that holds only the README of a model not exported (MLP head, ensemble, `grm_train.export: false`)
+    is not logged. A failure to log or register is a warning: the exported directory is saved either way.
+    """
+
+    DATASET = "exported_reward_model"
+
+    def __init__(self) -> None:
+        self._catalog: Any = None
+        self._registered_model_name: str | None = None
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        self._registered_model_name = context.params.get("grm_train", {}).get("registered_model_name")
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any) -> None:
+        self._catalog = catalog
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str) -> None:
+        if dataset_name != self.DATASET or self._catalog is None:
+            return
+        import mlflow
+
+        from rewardlab.export import default_registered_name, is_exported_model, log_exported_model
+
+        path = getattr(self._catalog.get(dataset_name), "last_saved_path", None)
+        if mlflow.active_run() is None or not path:
+            return
+        if not is_exported_model(path):
+            logger.info("No exported reward model to log to MLflow (%s says why)", Path(path) / "README.md")
+            return
+        name = self._registered_model_name or default_registered_name(path)
+        started = time.perf_counter()
+        try:
+            info = log_exported_model(path, registered_model_name=name)
+        except Exception:  # the run's results stand without their registry entry
+            logger.warning("Could not log the exported reward model %s to MLflow", path, exc_info=True)
+            return
+        logger.info("Logged the exported reward model to MLflow as %s and registered it as models:/%s/%s (%.1fs)",
+                    info.model_uri, name, info.registered_model_version, time.perf_counter() - started)
+
+
 class MlflowRunOwnerHooks:
     """Tags each run's MLflow run with the process that owns it, and marks KILLED the RUNNING runs of this host
     whose process ended without ending them (SIGKILL, the OOM killer): see `rewardlab.run_registry`.
@@ -197,6 +247,78 @@ class MlflowRunOwnerHooks:
             run_registry.mark_dead_runs_killed(client)
         except Exception:  # the bookkeeping of earlier runs never stops this one
             logger.warning("Could not check the MLflow store for runs of killed processes", exc_info=True)
+
+
+class MlflowRunDescriptionHooks:
+    """How a run shows in the MLflow UI (`rewardlab.pipelines.tracking`): its experiment tagged as model training
+    (mlflow.yml's `create_experiment_kwargs.tags`, also set on an experiment made before them), the run named by
+    its label instead of its pipeline's name, and the pair sets it trains and is evaluated on logged as its
+    dataset inputs. Bookkeeping that fails is a warning: it never stops a run."""
+
+    def __init__(self) -> None:
+        self._config: Any = None  # kedro-mlflow's mlflow.yml, as `context.mlflow`
+        self._configured_name: str | None = None
+        self._catalog: Any = None
+        self._logged: set[tuple[str, str]] = set()
+
+    # After kedro-mlflow's after_context_created, which reads mlflow.yml and makes the experiment.
+    @hook_impl(trylast=True)
+    def after_context_created(self, context: Any) -> None:
+        from rewardlab.pipelines import tracking
+
+        self._config = getattr(context, "mlflow", None)  # absent when the kedro-mlflow plugin is off
+        if self._config is None:
+            return
+        self._configured_name = self._config.tracking.run.name
+        experiment = self._config.tracking.experiment
+        try:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking_uri=self._config.server.mlflow_tracking_uri)
+            tracking.add_missing_experiment_tags(client, experiment.name, experiment.create_experiment_kwargs.tags)
+        except Exception:
+            logger.warning("Could not tag the MLflow experiment %r", experiment.name, exc_info=True)
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any) -> None:
+        self._catalog = catalog
+
+    # Before kedro-mlflow's before_pipeline_run, which opens the run named by mlflow.yml's `tracking.run.name`
+    # (null: the pipeline's name): the run is made with its label. Listed before RunGuardHooks in HOOKS: of the
+    # `tryfirst` hooks the last registered runs first, so the parameters are checked before they name a run.
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, pipeline: Pipeline, catalog: Any) -> None:
+        from rewardlab.pipelines import tracking
+
+        self._logged = set()
+        if self._config is None or self._configured_name:  # a name in mlflow.yml names every run
+            return
+        try:
+            name = tracking.run_name(catalog.load("parameters"), parameter_blocks(pipeline))
+        except Exception:
+            logger.warning("Could not name the MLflow run by its label", exc_info=True)
+            name = None
+        self._config.tracking.run.name = name
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
+        from rewardlab.pipelines import tracking
+
+        context = tracking.dataset_context(dataset_name)
+        if context is None:
+            return
+        try:
+            if dataset_name == tracking.EXTRA_EVAL_SETS:
+                sets = [(name, frame, frame.attrs.get("info", {}).get("location")) for name, frame in data.items()]
+            else:
+                dataset = self._catalog.get(dataset_name) if self._catalog is not None else None
+                sets = [(dataset_name, data, tracking.dataset_location(dataset) if dataset is not None else None)]
+            for name, frame, location in sets:
+                if (name, context) not in self._logged:
+                    tracking.log_pairs_input(frame, name, context, location)
+                    self._logged.add((name, context))
+        except Exception:
+            logger.warning("Could not log %r as an MLflow dataset input", dataset_name, exc_info=True)
 
 
 class RunSummaryHooks:
@@ -261,4 +383,6 @@ class RunSummaryHooks:
             run_id=self._run_id, metrics=metrics, bon_gold=bon_gold, reports=reports,
             mlflow_ui=run_summary.mlflow_ui_command(tracking_uri, project_path, host, port),
             run_url=f"http://{host}:{port}/#/experiments/{experiment_id}/runs/{self._run_id}",
+            # MLflow 3.17 opens an experiment on its GenAI overview unless the address asks for model training.
+            runs_url=f"http://{host}:{port}/#/experiments/{experiment_id}?workflowType=machine_learning",
         )

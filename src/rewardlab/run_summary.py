@@ -70,12 +70,13 @@ def format_run_summary(
     reports: Sequence[str] = (),
     mlflow_ui: str | None = None,
     run_url: str | None = None,
+    runs_url: str | None = None,
 ) -> str:
     """The summary text: only the lines there is something for.
 
     `metrics` are the run's latest values by key, `bon_gold` the (n, value) history of best-of-n's gold score,
     `reports` the report files and folders the run wrote, `mlflow_ui` the command that serves the MLflow UI and
-    `run_url` the run's page there.
+    `run_url` the run's page there and `runs_url` its experiment's runs table.
     """
     lines = [f"Run finished: MLflow run {run_id}" if run_id else "Run finished (not tracked in MLflow)"]
 
@@ -97,6 +98,8 @@ def format_run_summary(
         row("MLflow UI", mlflow_ui)
         if run_url:
             row("", f"then open {run_url}")
+        if runs_url:
+            row("", f"or every run: {runs_url}")
     return "\n".join(lines)
 
 

@@ -169,10 +169,11 @@ def run_chromium(chromium: str, url: str, *args: str, profile_dir: Path | str, b
 
 
 def dump_dom(chromium: str, url: str, profile_dir: Path | str, budget_ms: int = 15000,
-             timeout: float = 120.0) -> str:
-    """The DOM after the page's scripts ran for ``budget_ms`` of virtual time, serialized as HTML."""
+             window_size: str = "1400,900", timeout: float = 120.0) -> str:
+    """The DOM after the page's scripts ran for ``budget_ms`` of virtual time, serialized as HTML. Grids render
+    only the columns that fit ``window_size``."""
     result = run_chromium(chromium, url, "--dump-dom", profile_dir=profile_dir, budget_ms=budget_ms,
-                          timeout=timeout)
+                          window_size=window_size, timeout=timeout)
     if result.returncode != 0 or not result.stdout.strip():
         raise RuntimeError(f"chromium --dump-dom {url} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result.stdout
@@ -249,3 +250,42 @@ def has_class(element: dict, name: str) -> bool:
 def page_title(dom: str) -> str:
     titles = elements(dom, lambda e: e["tag"] == "title")
     return titles[0]["text"].strip() if titles else ""
+
+
+class GridCollector(html.parser.HTMLParser):
+    """The cells of data grids (ag-grid, as the MLflow UI's runs table) in a serialized DOM: each cell's text,
+    everything inside it, by the `row-id` of its row (MLflow: the run id) and its `col-id`. A row that the grid
+    splits into a pinned and a scrolled part comes together under its one id."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.rows: dict[str, dict[str, list[str]]] = {}
+        self._open: list[tuple[str, str | None, str | None]] = []  # tag, row id, column id
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ElementCollector.VOID:
+            return
+        attributes = dict(attrs)
+        row = attributes.get("row-id") if attributes.get("role") == "row" else None
+        column = attributes.get("col-id") if attributes.get("role") == "gridcell" else None
+        self._open.append((tag, row, column))
+
+    def handle_endtag(self, tag: str) -> None:
+        for index in range(len(self._open) - 1, -1, -1):
+            if self._open[index][0] == tag:
+                del self._open[index:]
+                break
+
+    def handle_data(self, data: str) -> None:
+        row = next((r for _, r, _ in reversed(self._open) if r), None)
+        column = next((c for _, _, c in reversed(self._open) if c), None)
+        if row and column and data.strip():
+            self.rows.setdefault(row, {}).setdefault(column, []).append(data.strip())
+
+
+def grid_cells(dom: str) -> dict[str, dict[str, str]]:
+    """{row id: {column id: the cell's text, its parts joined by spaces}} of the grids in ``dom``."""
+    collector = GridCollector()
+    collector.feed(dom)
+    collector.close()
+    return {row: {column: " ".join(parts) for column, parts in cells.items()} for row, cells in collector.rows.items()}

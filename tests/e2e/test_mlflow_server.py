@@ -1,5 +1,6 @@
 """The MLflow tracking server on the project's sqlite store, after a small training grid: its REST API lists
-one run per grid point with parameters, metrics, tags and artifacts, and its UI renders in a browser."""
+one run per grid point with parameters, metrics, tags, dataset inputs and artifacts, and its UI, in a browser,
+opens the experiment on its training runs, named by their labels, with the pairs they were trained on."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from browser import (
     elements,
     find_chromium,
     free_port,
+    grid_cells,
     page_title,
     png_stats,
     screenshot,
@@ -29,6 +31,14 @@ from project_copy import kedro
 pytestmark = pytest.mark.slow
 
 VARIANTS = ("bt", "grm_sft")
+# The MLflow UI (3.17) shows an experiment as GenAI (traces, token usage) or as model training (runs) by a
+# setting of the browser (`mlflow.workflowType` in its local storage, GenAI unless changed), which this
+# parameter overrides; it does not read the experiment's `mlflow.experimentKind` tag for that.
+TRAINING_VIEW = "?workflowType=machine_learning"
+# Wide enough for every column of the runs table (grids leave out of the DOM the columns that do not fit).
+WINDOW = "1920,1000"
+EVALUATION_SETS = {"validation_pairs", "world_test_pairs", "world_ood_prompt_pairs", "world_ood_response_pairs",
+                   "world_ood_both_pairs"}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +111,29 @@ def test_experiment_is_found_by_name(experiment):
     assert experiment["lifecycle_stage"] == "active"
 
 
+def test_experiment_is_created_as_model_training(experiment):
+    tags = {t["key"]: t["value"] for t in experiment.get("tags", [])}
+    assert tags.get("mlflow.experimentKind") == "custom_model_development", tags
+
+
+def test_runs_are_named_by_their_label(runs):
+    assert sorted(run["info"]["run_name"] for run in runs) == sorted(_tags(run)["run_label"] for run in runs)
+
+
+def test_runs_log_their_training_and_evaluation_pairs(runs):
+    for run in runs:
+        inputs = {}
+        for item in run.get("inputs", {}).get("dataset_inputs", []):
+            context = {t["key"]: t["value"] for t in item.get("tags", [])}.get("mlflow.data.context")
+            inputs[item["dataset"]["name"]] = (context, item["dataset"])
+        assert inputs.get("noisy_train_pairs", (None,))[0] == "training", sorted(inputs)
+        assert {name for name, (context, _) in inputs.items() if context == "evaluation"} == EVALUATION_SETS
+        training = inputs["noisy_train_pairs"][1]
+        assert len(training["digest"]) == 8
+        source = json.loads(training["source"])["uri"]
+        assert "/data/05_model_input/noisy_train_pairs.parquet/" in source and Path(source).is_file(), source
+
+
 def test_one_finished_run_per_grid_point(runs):
     assert len(runs) == len(VARIANTS), [r["info"]["run_name"] for r in runs]
     assert sorted(_params(run)["grm_train.variant"] for run in runs) == sorted(VARIANTS)
@@ -139,19 +172,74 @@ def test_runs_list_their_artifacts(mlflow_server, runs):
         assert {"training_history.csv", "ood_metrics.csv", "comparison.md"} <= names, names
 
 
-def test_ui_renders_the_runs(mlflow_server, experiment, runs, tmp_path):
+def _logged_models(url: str, experiment: dict) -> dict[str, list[str]]:
+    """Names of the models (MLflow 3 logged models) each run logged, by run id."""
+    found = _post(url, "/api/2.0/mlflow/logged-models/search", {"experiment_ids": [experiment["experiment_id"]]})
+    models: dict[str, list[str]] = {}
+    for model in found.get("models", []):
+        models.setdefault(model["info"].get("source_run_id", ""), []).append(model["info"]["name"])
+    return models
+
+
+@pytest.fixture(scope="module")
+def training_view(mlflow_server, experiment, tmp_path_factory) -> tuple[str, str]:
+    """The experiment's page as a user opens it (the page's address and its DOM once rendered): the UI picks
+    the tab itself, and the DOM is read after the app had 20 s of (virtual) time to fetch and render."""
     chromium = find_chromium()
     if chromium is None:
         pytest.skip(CHROMIUM_MISSING)
-    url, server = mlflow_server
-    page = f"{url}/#/experiments/{experiment['experiment_id']}/runs"
-    dom = dump_dom(chromium, page, profile_dir=tmp_path / "profile", budget_ms=20000)
-    assert "MLflow" in page_title(dom), f"title {page_title(dom)!r}\nserver log:\n{server.log_tail()}"
+    url, _ = mlflow_server
+    page = f"{url}/#/experiments/{experiment['experiment_id']}{TRAINING_VIEW}"
+    profile = tmp_path_factory.mktemp("chromium")
+    return page, dump_dom(chromium, page, profile_dir=profile, budget_ms=20000, window_size=WINDOW)
+
+
+def test_ui_opens_the_experiment_on_its_training_runs(mlflow_server, training_view, runs, tmp_path):
+    _, server = mlflow_server
+    page, dom = training_view
+    assert page_title(dom).startswith("Runs - "), f"title {page_title(dom)!r}\nserver log:\n{server.log_tail()}"
     assert elements(dom, lambda e: e["tag"] == "div" and e["attrs"].get("id") == "root")
-    text = " ".join(e["text"] for e in elements(dom))
-    for run in runs:
-        assert run["info"]["run_name"] in text, f"run {run['info']['run_name']!r} is not listed in the UI"
-    shot = screenshot(chromium, page, tmp_path / "mlflow-ui.png", profile_dir=tmp_path / "profile",
-                      budget_ms=20000)
+    rows = grid_cells(dom)
+    assert set(rows) == {run["info"]["run_id"] for run in runs}, f"runs table rows: {rows}"
+    columns = set().union(*(cells.keys() for cells in rows.values()))
+    assert {"attributes.`Run Name`", "attributes.`Dataset`", "attributes.`Models`"} <= columns, columns
+    shot = screenshot(find_chromium(), page, tmp_path / "mlflow-ui.png", profile_dir=tmp_path / "profile",
+                      budget_ms=20000, window_size=WINDOW)
     stats = png_stats(shot)
     assert stats["colours"] > 50 and stats["std"] > 10, stats
+    print(f"MLflow UI screenshot: {shot}")
+
+
+def test_ui_names_each_run_by_its_label(training_view, runs):
+    _, dom = training_view
+    rows = grid_cells(dom)
+    for run in runs:
+        name_cell = rows[run["info"]["run_id"]]["attributes.`Run Name`"]
+        assert _tags(run)["run_label"] in name_cell.split(), name_cell
+
+
+def test_ui_shows_the_training_pairs_in_the_dataset_column(training_view, runs):
+    _, dom = training_view
+    rows = grid_cells(dom)
+    for run in runs:
+        dataset_cell = rows[run["info"]["run_id"]]["attributes.`Dataset`"]
+        assert "noisy_train_pairs" in dataset_cell and "training" in dataset_cell, dataset_cell
+
+
+def test_ui_shows_the_logged_models_in_the_models_column(mlflow_server, experiment, training_view, runs):
+    """A registered model shows as its registry name and version, one only logged as its name."""
+    url, _ = mlflow_server
+    models = _logged_models(url, experiment)
+    if not any(models.get(run["info"]["run_id"]) for run in runs):
+        pytest.skip("the grid's runs logged no model (MLflow logged models): nothing for the Models column")
+    _, dom = training_view
+    rows = grid_cells(dom)
+    for run in runs:
+        run_id = run["info"]["run_id"]
+        versions = _get(url, "/api/2.0/mlflow/model-versions/search", filter=f"run_id='{run_id}'")
+        shown = [f"{v['name']} v{v['version']}" for v in versions.get("model_versions", [])] or models.get(run_id, [])
+        models_cell = rows[run_id]["attributes.`Models`"]
+        if shown:
+            assert all(name in models_cell for name in shown), (shown, models_cell)
+        else:  # a run whose model could not be exported (rewardlab.export) logs none
+            assert models_cell == "-", models_cell

@@ -86,8 +86,10 @@ def test_a_successful_run_ends_with_its_summary(piped_run):
     assert all((project / report).exists() for report in reports)
     (ui,) = [line for line in summary if line.lstrip().startswith("MLflow UI:")]
     assert f"server --backend-store-uri sqlite:///{(project / 'mlflow.db').as_posix()} --host 127.0.0.1" in ui
-    assert summary[-1].strip() == f"then open http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}" \
+    assert summary[-2].strip() == f"then open http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}" \
                                   f"/runs/{run.info.run_id}"
+    assert summary[-1].strip() == f"or every run: http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}" \
+                                  "?workflowType=machine_learning"
 
 
 def test_inputs_never_made_end_with_the_message_alone(empty_project):
