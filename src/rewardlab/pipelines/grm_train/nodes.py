@@ -56,8 +56,8 @@ def train_reward_models(
     return {"model": model, "tokenizer": tokenizer}, pd.concat(histories, ignore_index=True)
 
 
-def export_trained_model(reward_model_path: str, training_history: pd.DataFrame, ingest_report: dict[str, Any],
-                         parameters: dict[str, Any]):
+def export_trained_model(reward_model_path: str, training_history: pd.DataFrame, train_pairs: pd.DataFrame,
+                         validation_pairs: pd.DataFrame, parameters: dict[str, Any]):
     """The trained reward model as a standard sequence-classification model (`rewardlab.export`), written when the
     dataset saves it; for an MLP head, an ensemble or `grm_train.export: false`, a directory holding only a
     README.md that says why. The training reward statistics are those of the final evaluation on the
@@ -71,12 +71,11 @@ def export_trained_model(reward_model_path: str, training_history: pd.DataFrame,
         return RewardModelExport(reward_model_path, skip_reason=reason)
     identity = run_identity(parameters)
     evaluation = final_evaluation(training_history)
-    report = ingest_report or {}
+    sources = ", ".join(sorted(map(str, train_pairs["source"].unique()))) if "source" in train_pairs else "unknown"
     provenance = {"variant": identity.variant, "noise_rate": identity.noise_rate, "seed": identity.seed,
                   "run_label": identity.label,
-                  "training_data": f"{report.get('source', 'unknown')}: {report.get('train_pairs', '?')} training "
-                                   f"pairs ({100 * cfg.noise_rate:.3g}% of them with chosen and rejected swapped), "
-                                   f"{report.get('validation_pairs', '?')} validation pairs"}
+                  "training_data": f"{sources}: {len(train_pairs)} training pairs ({100 * cfg.noise_rate:.3g}% of "
+                                   f"them with chosen and rejected swapped), {len(validation_pairs)} validation pairs"}
     return RewardModelExport(reward_model_path, reward_mean=evaluation.get("eval_reward_mean"),
                              reward_std=evaluation.get("eval_reward_std"), provenance=provenance, metrics=evaluation)
 

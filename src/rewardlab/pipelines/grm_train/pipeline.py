@@ -20,7 +20,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 export_trained_model,
-                inputs=["reward_model", "training_history", "ingest_report", "parameters"],
+                inputs=["reward_model", "training_history", "noisy_train_pairs", "validation_pairs", "parameters"],
                 outputs="exported_reward_model",
                 name="export_reward_model",
             ),
