@@ -219,20 +219,23 @@ def test_the_node_exports_or_says_why_and_the_hook_registers_only_exports(traine
     from rewardlab.pipelines.grm_train.nodes import export_trained_model
 
     history = pd.DataFrame({"step": [1, 2], "eval_reward_mean": [0.2, 0.4], "eval_reward_std": [1.0, 3.0]})
-    report = {"source": "pairs.parquet", "train_pairs": 9, "validation_pairs": 3}
+    train_pairs = pd.DataFrame({"source": ["pairs.parquet"] * 9})
+    validation_pairs = pd.DataFrame({"source": ["pairs.parquet"] * 3})
     params = {"grm_train": {"variant": "bt", "noise_rate": 0.5}}
-    off = export_trained_model(str(trained["reward_dir"]), history, report, {"grm_train": {"export": False}})
+    off = export_trained_model(str(trained["reward_dir"]), history, train_pairs, validation_pairs,
+                               {"grm_train": {"export": False}})
     assert os.listdir(_saved(tmp_path / "off", off)) == ["README.md"]
 
     dataset = PretrainedDataset(str(tmp_path / "exported"), kind="path", version=Version(None, None))
     hooks = MlflowExportHooks()
     hooks.after_catalog_created(DataCatalog({"exported_reward_model": dataset}))
     with mlflow.start_run():
-        dataset.save(export_trained_model(str(trained["reward_dir"]), history, report, params))
+        dataset.save(export_trained_model(str(trained["reward_dir"]), history, train_pairs, validation_pairs, params))
         hooks.after_dataset_saved("exported_reward_model")
     recorded = json.loads((Path(dataset.last_saved_path) / "config.json").read_text())["rewardlab"]
     assert (recorded["reward_mean"], recorded["reward_std"], recorded["noise_rate"]) == (0.4, 3.0, 0.5)
-    assert recorded["training_data"].startswith("pairs.parquet: 9 training pairs (50% of them")
+    assert recorded["training_data"] == ("pairs.parquet: 9 training pairs (50% of them with chosen and rejected "
+                                         "swapped), 3 validation pairs")
     versions = mlflow.MlflowClient().search_model_versions("name='rewardlab-bt'")
     assert [int(version.version) for version in versions] == [1]
 
