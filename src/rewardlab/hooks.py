@@ -90,7 +90,7 @@ class SignalHooks:
     By default SIGTERM ends the process on the spot, leaving the MLflow run RUNNING for good, and Ctrl-C raises a
     `KeyboardInterrupt`, which skips `on_pipeline_error`, so mlflow's exit handler marks the run FINISHED. Raised
     as `RunTerminated` instead, the signal fails the running node: kedro-mlflow's `on_pipeline_error` ends the run
-    FAILED, `launch_training` stops its `accelerate launch` processes, and what was saved before stays as it was.
+    FAILED, `launch_training` stops its torchrun processes, and what was saved before stays as it was.
     SIGKILL cannot be caught: a run killed that way stays RUNNING in MLflow.
     """
 

@@ -152,7 +152,7 @@ def _long_training_project(tiny_project: Path, target: Path, num_processes: int 
 
 @pytest.mark.parametrize(("signum", "num_processes"), [
     (signal.SIGTERM, 1), (signal.SIGTERM, 2), (signal.SIGINT, 1),
-], ids=["sigterm-in_process", "sigterm-accelerate_launch", "sigint-in_process"])
+], ids=["sigterm-in_process", "sigterm-torchrun", "sigint-in_process"])
 def test_a_stopped_run_ends_failed_in_mlflow_and_keeps_what_was_saved(tiny_project, tmp_path, signum, num_processes):
     from mlflow.tracking import MlflowClient
 
@@ -176,7 +176,7 @@ def test_a_stopped_run_ends_failed_in_mlflow_and_keeps_what_was_saved(tiny_proje
         logged = len(_poll(lambda: client.get_metric_history(run.info.run_id, "loss"), "loss metric", process, log))
         noise_record = _latest(project / "data" / "05_model_input" / "noise_record.parquet")
         children = psutil.Process(process.pid).children(recursive=True)
-        assert children or num_processes == 1  # `accelerate launch` and its workers
+        assert children or num_processes == 1  # `torchrun` and its workers
 
         process.send_signal(signum)
         returncode = process.wait(timeout=90)

@@ -10,6 +10,7 @@ from training_helpers import assert_same_weights, fast_config, state_of
 
 from rewardlab.training import BatchPlan, TrainConfig, tokenize_pairs, train_reward_model
 from rewardlab.training.data import PairExample
+from rewardlab.training.launch import run_training
 from rewardlab.training.loop import _Run
 from rewardlab.training.microbatch import (chunk_for_inference, micro_batch_tokens, plan_micro_batches,
                                            split_by_token_budget)
@@ -160,7 +161,7 @@ def test_two_processes_with_different_micro_batch_counts_match_one_process(tiny_
     counts = [[len(plan_micro_batches(plan.micro_batches(s, r), examples, budget, False)) for r in (0, 1)]
               for s in range(3)]
     assert any(a != b for a, b in counts), counts  # the uneven case is really exercised
-    two_model, two = train_reward_model(path, tokenizer, pairs, None, fast_config(
+    two_model, two = run_training(path, tokenizer, pairs, None, fast_config(
         per_device_batch_size=4, num_processes=2, max_tokens_per_micro_batch=budget, **common), tmp_path / "two")
     one_model, one = train_reward_model(path, tokenizer, pairs, None, fast_config(per_device_batch_size=8, **common),
                                         tmp_path / "one")

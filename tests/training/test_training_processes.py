@@ -12,6 +12,7 @@ import torch
 from training_helpers import assert_same_weights, fast_config, load_weights
 
 from rewardlab.training import BatchPlan, TrainingDivergedError, train_reward_model
+from rewardlab.training.launch import run_training
 from rewardlab.training.checkpoint import find_latest_checkpoint, list_checkpoints
 
 CHILD = Path(__file__).with_name("resume_child.py")
@@ -64,7 +65,7 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tiny_bas
     path, tokenizer = tiny_base
     common = {"num_epochs": 2, "disable_dropout": True, "checkpoint_every": 4, "loss": {"name": "grm_sft"}}
     logged = []
-    two_model, two = train_reward_model(
+    two_model, two = run_training(
         path, tokenizer, pairs, pairs.iloc[:7], fast_config(per_device_batch_size=2, num_processes=2, **common),
         tmp_path / "two", log_metrics=lambda metrics, step: logged.append(step))
     one_model, one = train_reward_model(path, tokenizer, pairs, pairs.iloc[:7],
@@ -91,7 +92,7 @@ def test_divergence_in_a_subprocess_reaches_the_caller(tiny_base, pairs, tmp_pat
     data = pairs.copy()
     data.loc[int(BatchPlan(len(pairs), 2, num_processes=2, seed=cfg.seed).global_batch(1)[3]), "margin"] = math.inf
     with pytest.raises(TrainingDivergedError, match=r"step 2.*loss=inf") as error:
-        train_reward_model(path, tokenizer, data, None, cfg, tmp_path)
+        run_training(path, tokenizer, data, None, cfg, tmp_path)
     assert error.value.step == 2
     last = find_latest_checkpoint(tmp_path)
     assert last.name == "step-00000001"

@@ -14,6 +14,7 @@ __all__ = [
     "collate_packed",
     "collate_padded",
     "launch_training",
+    "run_training",
     "tokenize_pairs",
     "train_reward_model",
 ]
@@ -21,8 +22,8 @@ __all__ = [
 
 def __getattr__(name: str):
     # Imported on first use: `python -m rewardlab.training.launch` must not find the module half-imported.
-    if name == "launch_training":
-        from rewardlab.training.launch import launch_training
+    if name in ("launch_training", "run_training"):
+        import importlib
 
-        return launch_training
+        return getattr(importlib.import_module("rewardlab.training.launch"), name)
     raise AttributeError(f"module 'rewardlab.training' has no attribute {name!r}")

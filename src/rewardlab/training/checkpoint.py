@@ -176,9 +176,19 @@ def save_checkpoint(
     history: list[dict[str, Any]],
     extra: dict[str, torch.Tensor] | None = None,
     keep: int = 2,
+    sharded: bool = False,
 ) -> Path:
-    """Write the state after `step` optimizer steps to `root/step-XXXXXXXX/`; every process must call this."""
+    """Write the state after `step` optimizer steps to `root/step-XXXXXXXX/`; every process must call this.
+
+    `sharded`: the model is FSDP-sharded; its weights and optimizer state are gathered to process 0 and
+    written in the unsharded layout (see `rewardlab.training.fsdp`)."""
     root = Path(root)
+    if sharded:
+        from rewardlab.training.fsdp import gathered_state
+
+        weights, optimizer_state = gathered_state(model, optimizer)
+    elif accelerator.is_main_process:
+        weights, optimizer_state = trainable_state_dict(model), optimizer.state_dict()
     final = root / checkpoint_name(step)
     tmp = root / f".tmp-{checkpoint_name(step)}"
     if accelerator.is_main_process:
@@ -189,9 +199,9 @@ def save_checkpoint(
     _torch_save_synced(capture_rng_state(), tmp / f"rng-rank{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_file(trainable_state_dict(model), str(tmp / "trainable.safetensors"))
+        save_file(weights, str(tmp / "trainable.safetensors"))
         _fsync_path(tmp / "trainable.safetensors")
-        _torch_save_synced(optimizer.state_dict(), tmp / "optimizer.pt")
+        _torch_save_synced(optimizer_state, tmp / "optimizer.pt")
         _torch_save_synced(scheduler.state_dict(), tmp / "scheduler.pt")
         _torch_save_synced(dict(extra or {}), tmp / "extra.pt")
         _write_bytes_synced(tmp / "history.json", json.dumps(history).encode("utf-8"))
@@ -216,7 +226,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(directory: Path, *, process_index: int, model: torch.nn.Module, optimizer,
-                    scheduler) -> dict[str, Any]:
+                    scheduler, sharded: bool = False) -> dict[str, Any]:
     """Load weights, optimizer and scheduler in place; return meta, history, extra tensors and this
     process's RNG state (restored by the caller once everything that consumes randomness is built)."""
     directory = Path(directory)
@@ -230,10 +240,16 @@ def load_checkpoint(directory: Path, *, process_index: int, model: torch.nn.Modu
             f"{directory} holds weights for other parameters than this run trains "
             f"(missing {sorted(set(params) - set(weights))[:5]}, unexpected {sorted(set(weights) - set(params))[:5]})"
         )
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(weights[name].to(device=p.device, dtype=p.dtype))
-    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True))
+    optimizer_state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
+    if sharded:
+        from rewardlab.training.fsdp import load_gathered_state
+
+        load_gathered_state(model, optimizer, weights, optimizer_state)
+    else:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(weights[name].to(device=p.device, dtype=p.dtype))
+        optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(torch.load(directory / "scheduler.pt", map_location="cpu", weights_only=True))
     rng_file = directory / f"rng-rank{process_index}.pt"
     if not rng_file.exists():

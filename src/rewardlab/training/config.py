@@ -17,12 +17,15 @@ TUNINGS = ("full", "lora", "frozen")
 PRECISIONS = ("no", "bf16")
 REFERENCES = ("model", "precomputed")
 WEIGHT_DTYPES = ("auto", "float32", "bfloat16", "float16")
+DISTRIBUTED = ("ddp", "fsdp")
 
 # Fields that change how a run is observed or stored but not the weights it produces; a run resumed with
 # other values for them continues the same trajectory, so they stay out of the configuration hash.
 _NOT_HASHED = frozenset({"eval_every", "checkpoint_every", "keep_checkpoints", "progress"})
 # Options added after runs were already stored: left out of the hash while unset, so those runs still resume.
 _HASHED_WHEN_SET = frozenset({"max_tokens_per_micro_batch", "dtype", "attn_implementation"})
+# Options added later whose default reproduces the earlier runs: hashed only when they differ from it.
+_HASHED_WHEN_NOT = {"distributed": "ddp"}
 
 
 class TrainConfig(TypedConfig):
@@ -82,7 +85,10 @@ class TrainConfig(TypedConfig):
     reference: Literal[REFERENCES] = setting("model", "grm_dpo only: a frozen copy of the initial model, or S_ref "
                                                       "computed up front (precomputed)")
     disable_dropout: bool = setting(False, "dropout off everywhere: training becomes a function of the data")
-    num_processes: int = setting(1, "training processes (the node launches `accelerate launch` when > 1)", ge=1)
+    num_processes: int = setting(1, "training processes in all (the node launches torchrun when > 1)", ge=1)
+    # fsdp: FSDP2 fully_shard per decoder layer, then the whole model; its checkpoints differ from DDP's.
+    distributed: Literal[DISTRIBUTED] = setting("ddp", "with num_processes > 1: ddp (replicated weights) | "
+                                                       "fsdp (weights, gradients and optimizer state sharded)")
     progress: bool = setting(True, "progress bar", observational=True)
 
     @model_validator(mode="after")
@@ -92,6 +98,16 @@ class TrainConfig(TypedConfig):
                 f"tuning='frozen' trains only the reward head, but loss '{self.loss.name}' regularizes the LM's "
                 "response log-probs, which a frozen LM cannot change; use tuning 'full' or 'lora' for GRM losses."
             )
+        return self
+
+    @model_validator(mode="after")
+    def _fsdp_needs_equal_micro_batch_counts(self) -> TrainConfig:
+        if self.distributed == "fsdp" and self.max_tokens_per_micro_batch:
+            # Every FSDP forward is a collective: processes must run the same number of micro-batches.
+            raise ValueError("distributed='fsdp' cannot be combined with max_tokens_per_micro_batch, which gives "
+                             "processes different numbers of micro-batches")
+        if self.distributed == "fsdp" and self.torch_compile:
+            raise ValueError("distributed='fsdp' does not compile the model; set torch_compile to false")
         return self
 
     @property
@@ -106,7 +122,8 @@ class TrainConfig(TypedConfig):
     def config_hash(self, extra: dict[str, Any] | None = None) -> str:
         """Stable hash of what determines the trained weights (plus `extra`: data and base-model fingerprints)."""
         payload = {k: v for k, v in self.to_dict().items()
-                   if k not in _NOT_HASHED and not (k in _HASHED_WHEN_SET and not v)}
+                   if k not in _NOT_HASHED and not (k in _HASHED_WHEN_SET and not v)
+                   and not (k in _HASHED_WHEN_NOT and v == _HASHED_WHEN_NOT[k])}
         payload["_extra"] = extra or {}
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

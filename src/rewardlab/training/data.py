@@ -3,6 +3,7 @@ padded or packed layout, and a resumable batch order."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -166,3 +167,14 @@ class BatchPlan:
             chunk = batch[micro * per_micro : (micro + 1) * per_micro]
             out.append(chunk[rank * self.per_device_batch_size : (rank + 1) * self.per_device_batch_size])
         return out
+
+
+def data_fingerprint(examples: list[PairExample]) -> str:
+    """Hash of the tokenized training pairs: changing data, tokenizer or truncation changes it."""
+    digest = hashlib.sha256()
+    for e in examples:
+        for part in (e.chosen_ids, e.chosen_response_mask, e.rejected_ids, e.rejected_response_mask):
+            digest.update(np.asarray(part, dtype=np.int64).tobytes())
+            digest.update(b"|")
+        digest.update(np.float64(e.margin).tobytes())
+    return digest.hexdigest()[:16]

@@ -1,13 +1,17 @@
-"""Multi-process training in `accelerate launch` subprocesses.
+"""How a training run is started: in this process, on N local processes, or across several machines.
 
-`launch_training` writes the run's inputs to a work directory, starts
-`accelerate launch --multi_gpu --num_processes N -m rewardlab.training.launch WORK_DIR` and waits for it.
-Each process runs `train_reward_model` in the process group (NCCL on GPUs; on CPU the processes create
-`Accelerator(cpu=True)` and talk over gloo). `--multi_gpu` is accelerate's switch for its torchrun-based
-launcher: with `--cpu` accelerate would start a single process unless an MPI hostfile is given. Process 0
-forwards per-step metrics through a JSON-lines file, which the caller's `log_metrics` receives while the
-run goes on, and saves the final model to `WORK_DIR/output`. The environment (MLFLOW_RUN_ID, HF_HOME, ...)
-is passed through unchanged.
+`run_training` is the one entry point (the grm_train node calls it). With one process in all, or inside an
+already launched process group, it calls `train_reward_model` directly. Otherwise `launch_training` writes
+the run's inputs to a work directory (`write_job`) and starts PyTorch's launcher (torchrun) with the
+command from `node_launch_command`, which runs `python -m rewardlab.training.launch WORK_DIR` in every
+process. The processes meet through a c10d rendezvous (gloo on CPU, NCCL on GPUs). Process 0 forwards
+per-step metrics through a JSON-lines file, which the caller's `log_metrics` receives while the run goes
+on, and saves the final model to `WORK_DIR/output`. The environment (MLFLOW_RUN_ID, HF_HOME, ...) is
+passed through unchanged.
+
+Across machines, every machine runs `node_launch_command` with its own `machine_rank` and the same
+rendezvous host and port, on a work directory all of them can read (process 0 writes the results there).
+`TrainConfig.num_processes` counts the processes of all machines together.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pandas as pd
 
 from rewardlab.modeling import RewardModel
 from rewardlab.training.config import TrainConfig
+from rewardlab.training.loop import TrainingDivergedError, train_reward_model
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +45,32 @@ POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60
 
 
-def launch_command(num_processes: int, mixed_precision: str, work_dir: Path) -> list[str]:
+def node_launch_command(work_dir: str | os.PathLike, *, num_processes: int, num_machines: int = 1,
+                        machine_rank: int = 0, rdzv_host: str = "127.0.0.1", rdzv_port: int = 0) -> list[str]:
+    """The command one machine runs to start its `num_processes` training processes of the job in `work_dir`.
+
+    `num_machines` machines meet at the c10d rendezvous `rdzv_host:rdzv_port`; machine 0 hosts it (the
+    others only connect), so a port chosen on machine 0 is enough. Port 0 (one machine only) lets the
+    operating system pick a free port. Global ranks are assigned by the rendezvous, so process 0 (which
+    writes the results) may run on any machine.
+    """
+    if num_machines < 1 or not 0 <= machine_rank < num_machines:
+        raise ValueError(f"machine_rank {machine_rank} is not in 0..{num_machines - 1}")
+    if num_machines > 1 and not rdzv_port:
+        raise ValueError("a run across machines needs a fixed rendezvous port")
+    host_side = "true" if machine_rank == 0 else "false"
     return [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", str(int(num_processes)), "--num_machines", "1",
-        "--mixed_precision", mixed_precision, "--dynamo_backend", "no", "--main_process_port", "0",
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", str(int(num_machines)), "--nproc-per-node", str(int(num_processes)),
+        "--node-rank", str(int(machine_rank)),
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{rdzv_host}:{int(rdzv_port)}",
+        "--rdzv-conf", f"is_host={host_side}", "--max-restarts", "0",
         "-m", "rewardlab.training.launch", str(work_dir),
     ]
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment of launched processes: this one, plus the source root on PYTHONPATH."""
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The children import this very package, whether or not it is installed.
@@ -60,8 +81,12 @@ def _child_env() -> dict[str, str]:
 
 def write_job(work_dir: Path, base_model, train_pairs: pd.DataFrame, eval_pairs: pd.DataFrame | None,
               cfg: TrainConfig, state_dir, tokenizer=None) -> Path:
-    """Write everything the subprocesses read; returns the job file."""
+    """Write everything the launched processes read, and clear results of an earlier run; returns the job file."""
+    work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*work_dir.glob("error-rank*.json"), work_dir / METRICS_FILE, work_dir / HISTORY_FILE]:
+        stale.unlink(missing_ok=True)
+    shutil.rmtree(work_dir / OUTPUT_DIR, ignore_errors=True)
     # Pickle keeps conversational rows (lists of message dicts) and NaN margins exactly as they are.
     train_pairs.to_pickle(work_dir / "train_pairs.pkl")
     if eval_pairs is not None:
@@ -102,10 +127,8 @@ class _MetricsTail:
         return [json.loads(line) for line in data[:end].decode("utf-8").splitlines() if line.strip()]
 
 
-def _raise_child_failure(work_dir: Path, returncode: int) -> None:
-    from rewardlab.training.loop import TrainingDivergedError
-
-    reports = sorted(work_dir.glob("error-rank*.json"))
+def raise_child_failure(work_dir: Path, returncode: int) -> None:
+    reports = sorted(Path(work_dir).glob("error-rank*.json"))
     if reports:
         report = json.loads(reports[0].read_text())
         if report["type"] == "TrainingDivergedError":
@@ -114,6 +137,12 @@ def _raise_child_failure(work_dir: Path, returncode: int) -> None:
                            f"{report['rank']}: {report['type']}: {report['message']}\n{report['traceback']}")
     raise RuntimeError(f"distributed training failed (exit code {returncode}) without an error report; "
                        "see the subprocess output above")
+
+
+def read_result(work_dir: Path) -> tuple[RewardModel, list[dict[str, Any]]]:
+    """The model and history process 0 left in `work_dir` after a successful run."""
+    work_dir = Path(work_dir)
+    return RewardModel.from_pretrained(work_dir / OUTPUT_DIR), json.loads((work_dir / HISTORY_FILE).read_text())
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -130,7 +159,7 @@ def _stop(process: subprocess.Popen) -> None:
 def launch_training(base_model, train_pairs: pd.DataFrame, eval_pairs: pd.DataFrame | None,
                     cfg: TrainConfig | dict, state_dir, tokenizer=None, log_metrics=None,
                     work_dir=None) -> tuple[RewardModel, list[dict[str, Any]]]:
-    """Train on `cfg.num_processes` processes; same arguments and result as `train_reward_model`.
+    """Train on `cfg.num_processes` processes of this machine; same arguments and result as `train_reward_model`.
 
     `work_dir` (default: a temporary directory, removed afterwards) receives the inputs, the metrics
     stream, the subprocesses' error reports and the final model (`work_dir/output`).
@@ -139,14 +168,11 @@ def launch_training(base_model, train_pairs: pd.DataFrame, eval_pairs: pd.DataFr
     temporary = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="rewardlab-launch-")) if temporary else Path(work_dir)
     try:
-        for stale in [*work.glob("error-rank*.json"), work / METRICS_FILE, work / HISTORY_FILE]:
-            stale.unlink(missing_ok=True)
-        shutil.rmtree(work / OUTPUT_DIR, ignore_errors=True)
         write_job(work, base_model, train_pairs, eval_pairs, cfg, state_dir, tokenizer)
-        command = launch_command(cfg.num_processes, cfg.mixed_precision, work)
+        command = node_launch_command(work, num_processes=cfg.num_processes)
         logger.info("Launching %d training processes: %s", cfg.num_processes, " ".join(command))
         tail = _MetricsTail(work / METRICS_FILE)
-        process = subprocess.Popen(command, env=_child_env())
+        process = subprocess.Popen(command, env=child_env())
         try:
             while True:
                 finished = process.poll() is not None
@@ -160,20 +186,29 @@ def launch_training(base_model, train_pairs: pd.DataFrame, eval_pairs: pd.DataFr
             _stop(process)
             raise
         if process.returncode != 0:
-            _raise_child_failure(work, process.returncode)
-        model = RewardModel.from_pretrained(work / OUTPUT_DIR)
-        history = json.loads((work / HISTORY_FILE).read_text())
-        return model, history
+            raise_child_failure(work, process.returncode)
+        return read_result(work)
     finally:
         if temporary:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def run_training(base_model, tokenizer, train_pairs: pd.DataFrame, eval_pairs: pd.DataFrame | None,
+                 cfg: TrainConfig | dict, state_dir, log_metrics=None) -> tuple[RewardModel, list[dict[str, Any]]]:
+    """Train a reward model wherever `cfg` says: this process, or `cfg.num_processes` launched ones.
+
+    Same arguments and result as `train_reward_model`; inside an already launched process group (a
+    Slurm job, a manual torchrun) it trains in that group."""
+    cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
+    if cfg.num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return launch_training(base_model, train_pairs, eval_pairs, cfg, state_dir, tokenizer=tokenizer,
+                               log_metrics=log_metrics)
+    return train_reward_model(base_model, tokenizer, train_pairs, eval_pairs, cfg, state_dir, log_metrics)
+
+
 def _run_job(work_dir: Path) -> None:
     """What each launched process runs."""
     from transformers import AutoTokenizer
-
-    from rewardlab.training.loop import TrainingDivergedError, train_reward_model
 
     job = json.loads((work_dir / JOB_FILE).read_text())
     rank = int(os.environ.get("RANK", "0"))
@@ -206,7 +241,7 @@ def _run_job(work_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run one process of a multi-process reward-model training.")
-    parser.add_argument("work_dir", type=Path, help="directory written by launch_training")
+    parser.add_argument("work_dir", type=Path, help="directory written by write_job")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _run_job(args.work_dir)

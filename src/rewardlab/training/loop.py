@@ -8,7 +8,6 @@ batch (all micro-batches and all processes), so they do not depend on how the ba
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -17,7 +16,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -26,9 +24,10 @@ from rewardlab.encoding import pad_id
 from rewardlab.losses import compute_loss
 from rewardlab.modeling import RewardModel, lm_load_args
 from rewardlab.training import checkpoint as ckpt
+from rewardlab.training import fsdp
 from rewardlab.training.config import TrainConfig
-from rewardlab.training.data import (BatchPlan, PairExample, collate, model_inputs, tokenize_pairs,
-                                     truncation_counts, without_rejected_responses)
+from rewardlab.training.data import (BatchPlan, PairExample, collate, data_fingerprint, model_inputs,
+                                     tokenize_pairs, truncation_counts, without_rejected_responses)
 from rewardlab.training.microbatch import chunk_for_inference, plan_micro_batches
 from rewardlab.training.tuning import (apply_tuning, finish_tuning, model_fingerprint, optimizer_groups,
                                        trainable_parameters)
@@ -62,19 +61,16 @@ def train_reward_model(
     RewardModel, which is trained in place. `tokenizer` may be None when `base_model` is a directory
     holding one. Training state goes to `state_dir` every `cfg.checkpoint_every` steps; a later call with
     the same configuration, data and base model resumes from the newest checkpoint there.
-    With `cfg.num_processes > 1` (outside an already launched process group) the run happens in
-    `accelerate launch` subprocesses; see `rewardlab.training.launch`.
+    Trains in the current process group only (`cfg.num_processes` must be its size); starting processes
+    is `rewardlab.training.launch.run_training`'s job. In a sharded run (`cfg.distributed == "fsdp"`)
+    process 0 gets an ordinary model back, the other processes their sharded training model.
     """
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.num_processes > 1 and world_size == 1:
-        from rewardlab.training.launch import launch_training
-
-        return launch_training(base_model, train_pairs, eval_pairs, cfg, state_dir, tokenizer=tokenizer,
-                               log_metrics=log_metrics)
     if world_size != cfg.num_processes:
         raise ValueError(f"TrainConfig.num_processes is {cfg.num_processes} but this process group has "
-                         f"{world_size} processes (WORLD_SIZE)")
+                         f"{world_size} processes (WORLD_SIZE); rewardlab.training.launch.run_training starts "
+                         "the processes")
     if tokenizer is None:
         if isinstance(base_model, RewardModel):
             raise ValueError("a tokenizer is required when base_model is a RewardModel object")
@@ -100,17 +96,6 @@ def _make_accelerator(cfg: TrainConfig):
         dynamo = TorchDynamoPlugin(backend="inductor", dynamic=True)
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
                        dynamo_plugin=dynamo, step_scheduler_with_optimizer=False)
-
-
-def data_fingerprint(examples: list[PairExample]) -> str:
-    """Hash of the tokenized training pairs: changing data, tokenizer or truncation changes it."""
-    digest = hashlib.sha256()
-    for e in examples:
-        for part in (e.chosen_ids, e.chosen_response_mask, e.rejected_ids, e.rejected_response_mask):
-            digest.update(np.asarray(part, dtype=np.int64).tobytes())
-            digest.update(b"|")
-        digest.update(np.float64(e.margin).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _dispersion(values: torch.Tensor) -> float:
@@ -172,19 +157,29 @@ class _Run:
 
         apply_tuning(model, cfg)
         self.model = model
+        self.sharded = cfg.distributed == "fsdp" and acc.num_processes > 1
+        self.skeleton = None
+        if self.sharded:
+            self.skeleton = fsdp.UnshardedSkeleton(model)
+            fsdp.shard_model(model, cfg.mixed_precision)
+            logger.info("FSDP: %d of %d parameters are DTensors sharded over %d processes",
+                        *fsdp.count_sharded(model), acc.num_processes)
         self.params = trainable_parameters(model)
         optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=float(cfg.learning_rate),
-                                      fused=True if acc.device.type == "cuda" else None)
+                                      fused=True if acc.device.type == "cuda" and not self.sharded else None)
         # Not passed to prepare(): accelerate would step it once per process per optimizer step.
         self.scheduler = get_cosine_schedule_with_warmup(
             optimizer, math.ceil(float(cfg.warmup_ratio) * self.total_steps), self.total_steps)
-        self.wrapped, self.optimizer = acc.prepare(model, optimizer)
+        if self.sharded:  # accelerate's own FSDP support needs its launcher; the model is sharded above
+            self.wrapped, self.optimizer = model, optimizer
+        else:
+            self.wrapped, self.optimizer = acc.prepare(model, optimizer)
 
         self.start_step, self.history, self.last_checkpoint = 0, [], None
         rng = None
         if resume_from is not None:
             state = ckpt.load_checkpoint(resume_from, process_index=acc.process_index, model=model,
-                                         optimizer=self.optimizer, scheduler=self.scheduler)
+                                         optimizer=self.optimizer, scheduler=self.scheduler, sharded=self.sharded)
             self.start_step, self.history, rng = int(state["meta"]["step"]), state["history"], state["rng"]
             self.last_checkpoint = resume_from
             if acc.is_main_process:
@@ -252,7 +247,7 @@ class _Run:
             n_pairs = len(indices)
             share = n_pairs / step_pairs  # weight of this micro-batch's per-pair means in the step's
             last = micro == len(micro_batches) - 1
-            with nullcontext() if last else acc.no_sync(self.wrapped):  # all-reduce once, after the last
+            with self._gradient_sync(last):  # reduce once, after the last
                 out = self.wrapped(**model_inputs(batch), compute_logps=needs_logps)
                 rewards = out.rewards.float()
                 s = out.response_logps.float() if needs_logps else None
@@ -275,7 +270,8 @@ class _Run:
         reduced = acc.reduce(torch.stack([sums[k] for k in keys]), "mean")
         components = {k: float(v) for k, v in zip(keys, reduced.cpu())}
         max_norm = cfg.max_grad_norm_or_none or float("inf")
-        grad_norm = float(acc.clip_grad_norm_(self.params, max_norm))
+        grad_norm = fsdp.clip_grad_norm(self.params, max_norm) if self.sharded else \
+            float(acc.clip_grad_norm_(self.params, max_norm))
         if not all(math.isfinite(v) for v in components.values()) or not math.isfinite(grad_norm):
             self._diverged(step + 1, {**components, "grad_norm": grad_norm})
         learning_rate = float(self.scheduler.get_last_lr()[0])
@@ -302,6 +298,11 @@ class _Run:
         if logps_r:
             metrics["logps_rejected_mean"] = float(acc.gather(torch.cat(logps_r)).mean())
         return metrics
+
+    def _gradient_sync(self, sync: bool):
+        if sync:
+            return nullcontext()
+        return fsdp.gradient_sync(self.wrapped, False) if self.sharded else self.acc.no_sync(self.wrapped)
 
     def _diverged(self, step: int, components: dict[str, float]) -> None:
         where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else \
@@ -343,14 +344,15 @@ class _Run:
         }
 
     def _save(self, step: int) -> None:
-        if not ckpt.all_finite(self.model):
+        if not (fsdp.all_finite(self.model) if self.sharded else ckpt.all_finite(self.model)):
             self._diverged(step, {"non_finite_weights": float("nan")})
         extra = {"reference_logps": self.reference_table} if self.reference_table is not None else {}
         meta = {"config_hash": self.config_hash, "epoch": step / self.plan.steps_per_epoch,
                 "config": self.cfg.to_dict()}
         self.last_checkpoint = ckpt.save_checkpoint(
             self.run_dir, step, accelerator=self.acc, model=self.model, optimizer=self.optimizer,
-            scheduler=self.scheduler, meta=meta, history=self.history, extra=extra, keep=self.cfg.keep_checkpoints)
+            scheduler=self.scheduler, meta=meta, history=self.history, extra=extra, keep=self.cfg.keep_checkpoints,
+            sharded=self.sharded)
 
     def _report_truncation(self) -> None:
         """How many pairs max_length cut: a log line, and metrics at step 0 when the run starts afresh (a
@@ -394,6 +396,7 @@ class _Run:
         finally:
             bar.close()
         acc.wait_for_everyone()
-        model = finish_tuning(self.model, cfg)
+        model = self.skeleton.gather(self.model, cfg) if self.sharded else self.model
+        model = finish_tuning(model, cfg) if model is not None else self.model
         acc.free_memory()
         return model, list(self.history)

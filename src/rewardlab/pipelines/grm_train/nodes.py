@@ -81,10 +81,10 @@ def export_trained_model(reward_model_path: str, training_history: pd.DataFrame,
 
 
 def _train_one(base_model_path, tokenizer, train_pairs, validation_pairs, cfg, state_dir, prefix):
-    """One reward model; with `num_processes > 1` the library spawns `accelerate launch` itself."""
-    from rewardlab.training import train_reward_model
+    """One reward model; with `num_processes > 1` the launching module starts torchrun itself."""
+    from rewardlab.training.launch import run_training
 
     def log(metrics: dict[str, float], step: int) -> None:
         log_step_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, step)
 
-    return train_reward_model(base_model_path, tokenizer, train_pairs, validation_pairs, cfg, state_dir, log)
+    return run_training(base_model_path, tokenizer, train_pairs, validation_pairs, cfg, state_dir, log)
