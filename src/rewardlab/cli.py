@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import subprocess
@@ -91,38 +90,65 @@ def _run_point(command: list[str]) -> tuple[int, str | None]:
     return returncode, received[0] if received else None
 
 
+def grid_points(variants: list[str], noise_rates: list[str], seeds: list[str]) -> list[tuple[str, str, str]]:
+    """(variant, noise rate, seed) per grid point, seed-major: a grid stopped part-way has trained every variant
+    and noise rate on the same seeds, so its comparison stays balanced."""
+    return [(variant, noise, seed) for seed in seeds for noise in noise_rates for variant in variants]
+
+
+def _point_command(pipelines: str, env: str | None, extra_params: str, variant: str, noise: str,
+                   seed: str) -> list[str]:
+    params = f"grm_train.variant={variant},grm_train.noise_rate={noise},grm_train.seed={seed}"
+    if extra_params:
+        params += "," + extra_params
+    command = [sys.executable, "-m", "kedro", "run", "--pipelines", pipelines, "--params", params]
+    return command + ["--env", env] if env else command
+
+
 @cli.command("grid")
 @click.option("--variants", default="bt,grm_sft,grm_dpo_noref,bsr", show_default=True,
               help="Comma-separated names from grm_train.variants.")
 @click.option("--noise", "noise_rates", default="0,0.25", show_default=True, help="Label-noise rates.")
-@click.option("--seeds", default="0,1,2", show_default=True, help="Training seeds.")
+@click.option("--seeds", default="0,1,2", show_default=True,
+              help="Training seeds (the outer loop: every variant and noise rate runs on a seed before the next).")
 @click.option("--pipelines", default="grm_train,ood_eval,bon", show_default=True,
               help="Pipelines each grid point runs (after `kedro run --pipelines world,ingest` made the inputs).")
 @click.option("--env", "-e", default=None, help="Kedro configuration environment.")
 @click.option("--params", "extra_params", default="", help="Extra --params for every run, e.g. 'bon.num_samples=64'.")
 @click.option("--skip-done/--no-skip-done", default=True, show_default=True,
               help="Skip grid points whose evaluation results already exist.")
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+              help="local: the points one after the other, as `kedro run` subprocesses; slurm: each point its own "
+                   "Slurm job (through submitit), several at once, with the job settings of conf/slurm.yml.")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=4, show_default=True,
+              help="With --executor slurm: most grid points queued or running at once.")
+@click.option("--slurm-local", is_flag=True,
+              help="With --executor slurm: run the Slurm path on this machine with submitit's local executor, "
+                   "for tests (same as `cluster: local` in conf/slurm.yml).")
 def grid(variants: str, noise_rates: str, seeds: str, pipelines: str, env: str | None, extra_params: str,
-         skip_done: bool) -> None:
+         skip_done: bool, executor: str, max_parallel: int, slurm_local: bool) -> None:
     """Train and evaluate every variant x noise rate x seed, each as its own `kedro run` and MLflow run."""
     from rewardlab.errors import ExpectedError
 
-    points = list(itertools.product(_split(variants), _split(noise_rates), _split(seeds)))
+    if slurm_local and executor != "slurm":
+        raise click.UsageError("--slurm-local goes with --executor slurm")
+    points = grid_points(_split(variants), _split(noise_rates), _split(seeds))
     done_dir = _results_dir(env) if skip_done else None
     try:
         labels = [_point_label(env, _point_parameters(extra_params, *point)) for point in points]
+        slurm = _slurm_settings(env, slurm_local) if executor == "slurm" else None
     except ExpectedError as error:
         raise click.ClickException(str(error)) from None
-    for index, ((variant, noise, seed), label) in enumerate(zip(points, labels), start=1):
+    todo = []
+    for index, (point, label) in enumerate(zip(points, labels), start=1):
         if done_dir is not None and "ood_eval" in pipelines and (done_dir / f"{label}.csv").exists():
             click.echo(f"[{index}/{len(points)}] {label}: already evaluated, skipped")
             continue
-        params = f"grm_train.variant={variant},grm_train.noise_rate={noise},grm_train.seed={seed}"
-        if extra_params:
-            params += "," + extra_params
-        command = [sys.executable, "-m", "kedro", "run", "--pipelines", pipelines, "--params", params]
-        if env:
-            command += ["--env", env]
+        todo.append((index, label, _point_command(pipelines, env, extra_params, *point)))
+    if slurm is not None:
+        _grid_on_slurm(todo, len(points), *slurm, max_parallel)
+        return
+    for index, label, command in todo:
         click.echo(f"[{index}/{len(points)}] {label}: {' '.join(command[1:])}")
         returncode, stopped_by = _run_point(command)
         if stopped_by:
@@ -131,3 +157,45 @@ def grid(variants: str, noise_rates: str, seeds: str, pipelines: str, env: str |
         if returncode != 0:
             raise click.ClickException(f"grid point {label} failed (exit {returncode}); "
                                        "rerun `kedro grid` with the same options to resume")
+
+
+def _slurm_settings(env: str | None, slurm_local: bool):
+    """The project root and conf/slurm.yml's settings (`--slurm-local` switches them to the local executor)."""
+    from rewardlab.slurm import load_slurm_config
+
+    root = _project_config(env)[0]
+    config = load_slurm_config(root / "conf" / "slurm.yml")
+    if slurm_local:
+        config = config.model_copy(update={"cluster": "local"})
+    return root, config
+
+
+def _grid_on_slurm(todo: list[tuple[int, str, list[str]]], total: int, root: Path, config,
+                   max_parallel: int) -> None:
+    """Each point of `todo` as its own job, `max_parallel` at once; fails naming the points that did not complete."""
+    from rewardlab import slurm
+
+    log_dir = Path(config.log_dir) if Path(config.log_dir).is_absolute() else root / config.log_dir
+    try:
+        executor = slurm.make_executor(config, log_dir / "%j", slurm.job_parameters(config, job_name="rewardlab-grid"))
+    except RuntimeError as error:  # submitit finds no `srun`: not on a Slurm cluster
+        raise click.ClickException(f"{error} (--slurm-local runs the jobs on this machine)") from None
+    points = []
+    for index, label, command in todo:
+        click.echo(f"[{index}/{total}] {label}: {' '.join(command[1:])}")
+        points.append(slurm.GridJob(label, command))
+    click.echo(f"{len(points)} grid points as {config.cluster} jobs, at most {max_parallel} at once; "
+               f"logs in {log_dir}")
+    try:
+        # Local jobs are processes here, cheap to look at; Slurm's are asked through sacct.
+        poll_seconds = config.poll_seconds if config.cluster == "slurm" else 1.0
+        slurm.run_grid_jobs(points, executor, root, max_parallel=max_parallel, poll_seconds=poll_seconds,
+                            echo=click.echo)
+    except slurm.GridStopped as stopped:
+        raise click.ClickException(f"grid stopped by {stopped.signal_name}: cancelled "
+                                   f"{', '.join(stopped.cancelled)}; rerun `kedro grid` with the same options "
+                                   "to resume") from None
+    failed = [point.label for point in points if point.state != "COMPLETED"]
+    if failed:
+        raise click.ClickException(f"grid points failed: {', '.join(failed)} (their output is in {log_dir}); "
+                                   "rerun `kedro grid` with the same options to resume")
