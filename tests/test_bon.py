@@ -1,3 +1,4 @@
+import copy
 import itertools
 import math
 
@@ -17,6 +18,7 @@ from rewardlab.bon import (
     gold_peak,
     kl_bon,
     sample_responses,
+    sampling_fingerprint,
 )
 
 # ----------------------------------------------------------------------------------- estimator
@@ -195,3 +197,72 @@ def test_sampling_rejects_bad_arguments(tiny_lm):
         _sample(tiny_lm, n=0)
     with pytest.raises(ValueError):
         _sample(tiny_lm, top_p=0.0)
+
+
+# ----------------------------------------------------------------------------------- sampling fingerprint
+
+SETTINGS = {"num_samples": 4, "max_new_tokens": 6, "temperature": 1.0, "top_p": 1.0, "seed": 3, "batch_size": 5}
+
+
+@pytest.fixture()
+def policy_dir(tiny_lm, tmp_path):
+    model, tokenizer = tiny_lm
+    directory = tmp_path / "policy"
+    model.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def test_fingerprint_is_stable_and_ignores_where_the_policy_lies(policy_dir, tmp_path):
+    import shutil
+
+    key = sampling_fingerprint(policy_dir, PROMPTS, SETTINGS)
+    assert key == sampling_fingerprint(str(policy_dir), list(PROMPTS), dict(reversed(SETTINGS.items())))
+    moved = tmp_path / "elsewhere" / "policy"
+    shutil.copytree(policy_dir, moved)
+    assert sampling_fingerprint(moved, PROMPTS, SETTINGS) == key
+
+
+@pytest.mark.parametrize("change", [{"num_samples": 5}, {"max_new_tokens": 7}, {"temperature": 0.7},
+                                    {"top_p": 0.9}, {"seed": 4}, {"batch_size": 2}, {"dtype": "bfloat16"}])
+def test_fingerprint_changes_with_every_sampling_setting(policy_dir, change):
+    assert sampling_fingerprint(policy_dir, PROMPTS, SETTINGS | change) != sampling_fingerprint(
+        policy_dir, PROMPTS, SETTINGS)
+
+
+def test_fingerprint_changes_with_the_prompts_and_the_policy(policy_dir, tiny_lm):
+    key = sampling_fingerprint(policy_dir, PROMPTS, SETTINGS)
+    assert sampling_fingerprint(policy_dir, PROMPTS[:2], SETTINGS) != key
+    assert sampling_fingerprint(policy_dir, [PROMPTS[0] + " ", *PROMPTS[1:]], SETTINGS) != key
+    assert sampling_fingerprint(policy_dir, list(reversed(PROMPTS)), SETTINGS) != key
+    model, _ = tiny_lm
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed.lm_head.weight[0, 0] += 1e-6
+    changed.save_pretrained(str(policy_dir))  # same files, same sizes, one weight differs
+    assert sampling_fingerprint(policy_dir, PROMPTS, SETTINGS) != key
+
+
+def test_fingerprint_of_a_large_file_reads_its_edges_and_its_mtime(tmp_path, monkeypatch):
+    import os
+
+    import rewardlab.bon as bon
+
+    monkeypatch.setattr(bon, "_WHOLE_HASH_LIMIT", 64)
+    monkeypatch.setattr(bon, "_EDGE_BYTES", 16)
+    directory = tmp_path / "policy"
+    directory.mkdir()
+    weights = directory / "model.safetensors"
+    weights.write_bytes(bytes(range(200)))
+    mtime = weights.stat().st_mtime_ns
+    key = sampling_fingerprint(directory, PROMPTS, SETTINGS)
+    weights.write_bytes(bytes(range(199)) + b"\x00")  # the last byte, same size and mtime
+    os.utime(weights, ns=(mtime, mtime))
+    assert sampling_fingerprint(directory, PROMPTS, SETTINGS) != key
+    weights.write_bytes(bytes(range(200)))
+    os.utime(weights, ns=(mtime, mtime))
+    assert sampling_fingerprint(directory, PROMPTS, SETTINGS) == key
+    os.utime(weights, ns=(mtime + 10**9, mtime + 10**9))  # rewritten in place: same bytes read, new mtime
+    assert sampling_fingerprint(directory, PROMPTS, SETTINGS) != key
+    with pytest.raises(ValueError, match="does not exist"):
+        sampling_fingerprint(tmp_path / "absent", PROMPTS, SETTINGS)

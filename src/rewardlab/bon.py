@@ -7,8 +7,13 @@ curve is a smooth, exact expectation given the samples.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -141,6 +146,59 @@ def sample_responses(
         model.train(was_training)
     frame = pd.DataFrame(rows, columns=["prompt_idx", "sample_idx", "prompt", "response", "response_tokens"])
     return frame.sort_values(["prompt_idx", "sample_idx"], ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Identity of a sampling: the same fingerprint means the same samples
+
+# Files up to this size are hashed whole. Larger ones (a real model's weights: gigabytes, hashed at every run)
+# by size, modification time and their first and last MiB: a changed or replaced file still changes the key,
+# a copied one (new mtime) only costs one fresh sampling.
+_WHOLE_HASH_LIMIT = 64 * 2**20
+_EDGE_BYTES = 2**20
+# What `sample_responses` draws with: a change to any of them can change the samples.
+_SAMPLER_PARTS = ("_sample_seed", "_PerSampleSampler", "_prompt_token_ids", "sample_responses", "pad_id",
+                  "padded_batch")
+
+
+def sampling_fingerprint(policy_dir: str | Path, prompts: Sequence[str], settings: Mapping[str, object]) -> str:
+    """A key for what ``sample_responses`` would return: equal keys, equal samples.
+
+    It covers the policy's files (``policy_dir``: config, weights, tokenizer), the prompts in order, the
+    ``settings`` given (the sampling parameters and how the policy is loaded), the sampler's own code, the
+    versions of torch, transformers and numpy, and the device that samples (floating-point results differ
+    between devices). Any difference gives another key, so reused samples are those a fresh sampling gives.
+    """
+    import transformers
+
+    code = "".join(inspect.getsource(globals()[name]) for name in _SAMPLER_PARTS)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    identity = {
+        "policy": _directory_digest(Path(policy_dir)),
+        "prompts": hashlib.sha256(json.dumps(list(prompts), ensure_ascii=False).encode()).hexdigest(),
+        "settings": dict(sorted(settings.items())),
+        "sampler": hashlib.sha256(code.encode()).hexdigest(),
+        "libraries": [torch.__version__, transformers.__version__, np.__version__],
+        "device": device,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _directory_digest(directory: Path) -> str:
+    if not directory.is_dir():
+        raise ValueError(f"policy directory '{directory}' does not exist")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(directory).as_posix()}\0{stat.st_size}\0".encode())
+        with open(path, "rb") as handle:
+            if stat.st_size <= _WHOLE_HASH_LIMIT:
+                digest.update(hashlib.sha256(handle.read()).digest())
+                continue
+            digest.update(f"{stat.st_mtime_ns}\0".encode() + handle.read(_EDGE_BYTES))
+            handle.seek(-_EDGE_BYTES, os.SEEK_END)
+            digest.update(handle.read(_EDGE_BYTES))
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------

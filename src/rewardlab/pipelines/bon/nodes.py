@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -15,18 +16,57 @@ from rewardlab.run_identity import run_identity
 logger = logging.getLogger(__name__)
 
 
-def sample_policy(policy_path: str, prompts: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-    """N samples per prompt from the policy (batched, KV cache, seeded)."""
+def sample_policy(
+    policy_path: str,
+    prompts: pd.DataFrame,
+    params: dict[str, Any],
+    cached_samples: dict[str, Callable[[], pd.DataFrame]],
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict]:
+    """N samples per prompt from the policy (batched, KV cache, seeded), drawn once per sampling fingerprint.
+
+    ``cached_samples`` maps a fingerprint (``rewardlab.bon.sampling_fingerprint``: the policy's files, the
+    prompts, the sampling settings, the sampler and its libraries) to the samples it gave. A known fingerprint
+    is read back instead of sampled again; a new one is drawn and returned as the cache's new entry. The
+    metrics say which happened.
+    """
+    from rewardlab.bon import sampling_fingerprint
+
+    started = time.perf_counter()  # the fingerprint (hashing the policy's files) is part of what reuse costs
+    cfg = BonConfig.from_dict(params, "bon")
+    chosen = prompts.head(cfg.num_prompts)["prompt"].tolist()
+    key = sampling_fingerprint(policy_path, chosen, _sampling_settings(cfg))
+    if key in cached_samples:
+        samples, new_entries = cached_samples[key](), {}
+        logger.info("Best-of-n samples reused from the sample cache (%s)", key)
+    else:
+        samples = _draw_samples(policy_path, chosen, cfg)
+        new_entries = {key: samples}
+        logger.info("Best-of-n samples drawn and added to the sample cache (%s)", key)
+    metrics = {
+        "samples_reused": {"value": float(not new_entries), "step": 0},
+        "sampling_seconds": {"value": time.perf_counter() - started, "step": 0},
+    }
+    return samples, new_entries, metrics
+
+
+def _sampling_settings(cfg: BonConfig) -> dict[str, Any]:
+    """Every setting the samples depend on. The batch size too: batches pad differently, and padding can move
+    the logits by a rounding error, which can flip a draw."""
+    return {
+        "num_samples": cfg.num_samples, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+        "top_p": cfg.top_p, "seed": cfg.seed, "batch_size": cfg.batch_size, **cfg.load_args(),
+    }
+
+
+def _draw_samples(policy_path: str, prompts: list[str], cfg: BonConfig) -> pd.DataFrame:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rewardlab.bon import sample_responses
 
-    cfg = BonConfig.from_dict(params, "bon")
     model = to_accelerator(AutoModelForCausalLM.from_pretrained(policy_path, **cfg.load_args()).eval())
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
-    chosen = prompts.head(cfg.num_prompts)
     return sample_responses(
-        model, tokenizer, chosen["prompt"].tolist(), n=cfg.num_samples, max_new_tokens=cfg.max_new_tokens,
+        model, tokenizer, prompts, n=cfg.num_samples, max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, batch_size=cfg.batch_size,
     )
 

@@ -6,8 +6,13 @@ from rewardlab.pipelines.bon.nodes import best_of_n_curves, compare_bon, sample_
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            node(sample_policy, inputs=["base_model", "bon_prompts", "params:bon"], outputs="bon_samples",
-                 name="sample_policy"),
+            # `bon_sample_cache` and `bon_sample_cache_additions` are one folder: read here, added to here.
+            node(
+                sample_policy,
+                inputs=["base_model", "bon_prompts", "params:bon", "bon_sample_cache"],
+                outputs=["bon_samples", "bon_sample_cache_additions", "bon_sampling_metrics"],
+                name="sample_policy",
+            ),
             node(score_samples, inputs=["reward_model", "bon_samples", "params:bon"], outputs="bon_scores",
                  name="score_samples"),
             node(
