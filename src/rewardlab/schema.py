@@ -192,8 +192,9 @@ def as_number(value: Any, field: str) -> float:
     return number
 
 
-def _text_field(row: Mapping, field: str) -> tuple[str, Any]:
-    """Check one of prompt/chosen/rejected; return ("plain"|"conversational", normalized value)."""
+def text_field(row: Mapping, field: str, allow_empty: bool = False) -> tuple[str, Any]:
+    """Check one of prompt/chosen/rejected (or a scored response); return ("plain"|"conversational", normalized
+    value). A response must have content unless `allow_empty` (scoring an empty response is well defined)."""
     if field not in row:
         raise RowProblem(field, MISSING, "missing")
     value = to_python(row[field])
@@ -201,12 +202,12 @@ def _text_field(row: Mapping, field: str) -> tuple[str, Any]:
         raise RowProblem(field, MISSING, "missing (null)")
     is_response = field != "prompt"
     if isinstance(value, str):
-        if is_response and not value.strip():
+        if is_response and not allow_empty and not value.strip():
             raise RowProblem(field, EMPTY, "empty")
         return "plain", value
     if isinstance(value, list):
         messages = as_messages(value, field, assistant_only=is_response)
-        if is_response and not any(m["content"].strip() for m in messages):
+        if is_response and not allow_empty and not any(m["content"].strip() for m in messages):
             raise RowProblem(field, EMPTY, "empty (no message with content)")
         return "conversational", messages
     raise RowProblem(field, NOT_TEXT, f"expected text or a list of messages, got {describe(value)}")
@@ -241,7 +242,7 @@ def _check_row(row: Mapping, default_source: str) -> tuple[dict[str, Any] | None
     kinds, values = {}, {}
     for field in TEXT_FIELDS:
         try:
-            kinds[field], values[field] = _text_field(row, field)
+            kinds[field], values[field] = text_field(row, field)
         except RowProblem as problem:
             problems.append(problem)
     for field, read in (("id", _id_field), ("margin", lambda r: as_number(r.get("margin"), "margin")),

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from rewardlab.errors import ExpectedError
-from rewardlab.schema import (EMPTY, MISSING, MIXED_FORMAT, NOT_TEXT, DataValidationError, RowProblem,
-                              ValidationIssue, as_messages, describe, is_null, to_python)
+from rewardlab.schema import (EMPTY, MIXED_FORMAT, DataValidationError, RowProblem, ValidationIssue,
+                              text_field)
 
 logger = logging.getLogger(__name__)
 
@@ -58,20 +58,6 @@ class TooLongError(ValueError):
 # ------------------------------------------------------------------------------------------ input rows
 
 
-def _text_value(row: Mapping, field: str) -> tuple[str, Any]:
-    """("plain" | "conversational", value) of a prompt or response field; responses hold assistant turns only."""
-    if field not in row:
-        raise RowProblem(field, MISSING, "missing")
-    value = to_python(row[field])
-    if is_null(value):
-        raise RowProblem(field, MISSING, "missing (null)")
-    if isinstance(value, str):
-        return "plain", value
-    if isinstance(value, list):
-        return "conversational", as_messages(value, field, assistant_only=field != "prompt")
-    raise RowProblem(field, NOT_TEXT, f"expected text or a list of messages, got {describe(value)}")
-
-
 def _is_blank(value: Any) -> bool:
     return not value.strip() if isinstance(value, str) else not any(m["content"].strip() for m in value)
 
@@ -89,7 +75,7 @@ def response_rows(records: Sequence[Mapping], label: str, locations: Sequence[in
         kinds, values, problems = {}, {}, []
         for field in ("prompt", "response"):
             try:
-                kinds[field], values[field] = _text_value(record, field)
+                kinds[field], values[field] = text_field(record, field, allow_empty=True)
             except RowProblem as problem:
                 problems.append(problem)
         if not problems and kinds["prompt"] != kinds["response"]:
