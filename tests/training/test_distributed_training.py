@@ -4,16 +4,14 @@ DDP, a sharded run killed and resumed, and one run spread over two launchers as 
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import assert_same_weights, fast_config, load_weights
+from training_helpers import CHILD, assert_same_weights, fast_config, load_weights, write_child_spec
 
 from rewardlab.modeling import RewardModel
 from rewardlab.training import TrainConfig, train_reward_model
@@ -22,7 +20,6 @@ from rewardlab.training.launch import child_env, node_launch_command, raise_chil
 
 pytestmark = pytest.mark.slow
 
-CHILD = Path(__file__).with_name("distributed_child.py")
 # As in test_training_processes: float32 summation order differs between 1 and 2 processes (measured ~1e-7).
 MULTIPROCESS_ATOL = 1e-5
 SHIFT_ONLY = {"reward_head.1.bias"}  # see test_training_processes
@@ -153,11 +150,7 @@ def test_two_launchers_as_two_machines_match_the_two_process_run(runs, tiny_base
 
 def _run_child(tmp_path: Path, name: str, base: Path, pairs_file: Path, config: dict, state_dir: Path,
                kill_at_step: int | None = None) -> subprocess.CompletedProcess:
-    spec = {"base": str(base), "pairs": str(pairs_file), "config": config, "state_dir": str(state_dir),
-            "kill_at_step": kill_at_step, "weights_out": str(tmp_path / f"{name}.safetensors"),
-            "history_out": str(tmp_path / f"{name}.json")}
-    spec_file = tmp_path / f"{name}-spec.json"
-    spec_file.write_text(json.dumps(spec))
+    spec_file = write_child_spec(tmp_path, name, base, pairs_file, config, state_dir, kill_at_step)
     command = node_launch_command(tmp_path, num_processes=2)
     assert command[-3:-1] == ["-m", "rewardlab.training.launch"]
     env = {**child_env(), "OMP_NUM_THREADS": "1"}

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import assert_same_weights, fast_config, load_weights
+from training_helpers import CHILD, assert_same_weights, fast_config, load_weights, write_child_spec
 
 from rewardlab.training import BatchPlan, TrainingDivergedError, train_reward_model
 from rewardlab.training.launch import run_training
 from rewardlab.training.checkpoint import find_latest_checkpoint, list_checkpoints
 
-CHILD = Path(__file__).with_name("resume_child.py")
 # Measured: per-step loss components of 1 and 2 processes differ by at most ~1.2e-7 (float32 summation
 # order in the all-reduce); weights by ~2e-8.
 MULTIPROCESS_ATOL = 1e-5
@@ -27,11 +26,7 @@ SHIFT_ONLY = {"reward_head.1.bias"}
 
 def _run_child(tmp_path: Path, name: str, base: Path, pairs_file: Path, config: dict, state_dir: Path,
                kill_at_step: int | None = None) -> subprocess.CompletedProcess:
-    spec = {"base": str(base), "pairs": str(pairs_file), "config": config, "state_dir": str(state_dir),
-            "kill_at_step": kill_at_step, "weights_out": str(tmp_path / f"{name}.safetensors"),
-            "history_out": str(tmp_path / f"{name}.json")}
-    spec_file = tmp_path / f"{name}-spec.json"
-    spec_file.write_text(json.dumps(spec))
+    spec_file = write_child_spec(tmp_path, name, base, pairs_file, config, state_dir, kill_at_step)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the in-process tests: one thread per tiny model
     return subprocess.run([sys.executable, str(CHILD), str(spec_file)], capture_output=True, text=True,
                           timeout=300, env=env)

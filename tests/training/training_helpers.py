@@ -54,3 +54,19 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
+
+
+CHILD = Path(__file__).with_name("resume_child.py")
+
+
+def write_child_spec(tmp_path: Path, name: str, base: Path, pairs_file: Path, config: dict, state_dir: Path,
+                     kill_at_step: int | None = None) -> Path:
+    """The spec file `resume_child.py` reads; its results go to `<name>.safetensors` and `<name>.json`."""
+    import json
+
+    spec = {"base": str(base), "pairs": str(pairs_file), "config": config, "state_dir": str(state_dir),
+            "kill_at_step": kill_at_step, "weights_out": str(tmp_path / f"{name}.safetensors"),
+            "history_out": str(tmp_path / f"{name}.json")}
+    spec_file = tmp_path / f"{name}-spec.json"
+    spec_file.write_text(json.dumps(spec))
+    return spec_file
