@@ -20,6 +20,8 @@ from click.testing import CliRunner
 
 from rewardlab.cli import cli, grid_points
 from rewardlab.errors import ExpectedError, ParameterError
+from rewardlab.training import TrainConfig
+from rewardlab.training.slurm_job import training_job_parameters
 from rewardlab.slurm import (GridJob, GridStopped, SlurmConfig, job_parameters, load_slurm_config, make_executor,
                              node_command, run_grid_jobs, sbatch_script)
 
@@ -39,7 +41,9 @@ def test_the_sbatch_script_of_a_two_node_eight_gpu_job(tmp_path):
     config = SlurmConfig(partition="gpu", cpus_per_task=64, mem_gb=512, time_min=720,
                          sbatch_options={"account": "rl", "exclusive": True}, setup=["module load cuda/12.4"])
     folder = tmp_path / "%j"
-    script = sbatch_script(job_parameters(config, job_name="rewardlab-train", nodes=2, gpus_per_node=8), folder)
+    # The training job of 16 processes on 2 machines: num_processes / num_machines GPUs per node.
+    training = TrainConfig(launcher="slurm", num_processes=16, num_machines=2)
+    script = sbatch_script(training_job_parameters(config, training), folder)
     assert script.splitlines() == [
         "#!/bin/bash",
         "",

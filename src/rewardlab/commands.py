@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "export": "rewardlab.export:export_command",
     "score": "rewardlab.score_command:score",
     "serve": "rewardlab.serving:serve",
+    "train-node": "rewardlab.training.launch:train_node_command",
 }
 
 
@@ -33,4 +34,4 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, name="rewardlab")
 def commands() -> None:
-    """Work with trained reward models: export, score, serve."""
+    """Work with trained reward models: export, score, serve; join a training across machines (train-node)."""

@@ -38,8 +38,8 @@ def make_project_copy(target: Path, parameters: dict | None = None) -> Path:
     shutil.copytree(PROJECT_ROOT / "conf" / "base", target / "conf" / "base")
     if (PROJECT_ROOT / "conf" / "gpu").exists():
         shutil.copytree(PROJECT_ROOT / "conf" / "gpu", target / "conf" / "gpu")
-    if (PROJECT_ROOT / "conf" / "logging.yml").exists():  # Kedro reads it from the directory it starts in
-        shutil.copy(PROJECT_ROOT / "conf" / "logging.yml", target / "conf" / "logging.yml")
+    for name in ("logging.yml", "slurm.yml"):  # read from the directory Kedro starts in, outside environments
+        shutil.copy(PROJECT_ROOT / "conf" / name, target / "conf" / name)
     (target / "conf" / "local").mkdir(parents=True, exist_ok=True)
     (target / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(parameters or TINY_PARAMETERS))
     return target

@@ -7,6 +7,9 @@ import json
 import re
 import socket
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,8 @@ from training_helpers import CHILD, assert_same_weights, fast_config, load_weigh
 from rewardlab.modeling import RewardModel
 from rewardlab.training import TrainConfig, train_reward_model
 from rewardlab.training.checkpoint import find_latest_checkpoint
-from rewardlab.training.launch import child_env, node_launch_command, raise_child_failure, read_result, write_job
+from rewardlab.training.launch import (child_env, node_launch_command, raise_child_failure, read_result, run_training,
+                                       write_job)
 
 pytestmark = pytest.mark.slow
 
@@ -137,15 +141,71 @@ def test_fsdp_shards_every_parameter_and_matches_one_process_and_ddp(runs, tiny_
     assert not torch.equal(fsdp_model.state_dict()["lm.lm_head.weight"], untrained)  # S(y) trains the LM head
 
 
-def test_two_launchers_as_two_machines_match_the_two_process_run(runs, tiny_base, tmp_path):
+def _train_collecting_metrics(path, tokenizer, pairs, cfg, state_dir, **kwargs):
+    """`run_training` as the grm_train node calls it; returns its result and the metrics it passed on, by step."""
+    received: dict[int, dict] = {}
+    model, history = run_training(path, tokenizer, pairs, pairs.iloc[:7], cfg, state_dir,
+                                  lambda metrics, step: received.setdefault(step, {}).update(metrics), **kwargs)
+    return model, history, received
+
+
+def _assert_streamed(history: list[dict], received: dict[int, dict]) -> None:
+    """Every step's metrics reached the caller's `log_metrics`, with the values of the history (step 0 carries
+    the data's counts)."""
+    assert sorted(received) == [0] + [h["step"] for h in history] and "data.pairs" in received[0]
+    for h in history:
+        assert received[h["step"]]["loss"] == h["loss"]
+
+
+def test_two_machines_meet_at_the_rendezvous_and_match_the_two_process_run(runs, tiny_base, tmp_path):
+    """Machine 0 is `run_training` with num_machines 2 (the Kedro run's path); machine 1 joins with
+    `rewardlab train-node WORK_DIR --machine-rank 1`, as a second machine would."""
     path, tokenizer = tiny_base
     from helpers_tiny import tiny_pairs_df
 
-    cfg = fast_config(per_device_batch_size=2, num_processes=2, **COMMON)
-    _, history, output = _launch(tmp_path / "work", path, tokenizer, tiny_pairs_df(16), cfg, tmp_path / "state",
-                                 machines=2)
+    cfg = fast_config(per_device_batch_size=2, num_processes=2, num_machines=2, rdzv_port=_free_port(), **COMMON)
+    state = tmp_path / "state"
+    result: dict = {}
+    machine0 = threading.Thread(target=lambda: result.update(
+        zip(("model", "history", "received"),
+            _train_collecting_metrics(path, tokenizer, tiny_pairs_df(16), cfg, state))))
+    machine0.start()
+    work = state / "launch"
+    deadline = time.monotonic() + 120
+    while not (work / "job.json").exists():  # machine 0 has written the job the other machine reads
+        assert machine0.is_alive() and time.monotonic() < deadline
+        time.sleep(0.2)
+    machine1 = subprocess.run([sys.executable, "-m", "rewardlab", "train-node", str(work), "--machine-rank", "1"],
+                              capture_output=True, text=True, timeout=LAUNCH_TIMEOUT,
+                              env={**child_env(), "OMP_NUM_THREADS": "1"})
+    machine0.join(timeout=LAUNCH_TIMEOUT)
+    assert machine1.returncode == 0, machine1.stderr[-4000:]
+    assert not machine0.is_alive() and "history" in result
+    _assert_same_steps(runs["ddp"][1], result["history"])
+    _assert_streamed(result["history"], result["received"])
+    print(f"max |loss difference|: two machines vs two processes "
+          f"{_max_loss_difference(runs['ddp'][1], result['history']):.3g}")
+
+
+def test_a_slurm_job_of_two_nodes_matches_the_two_process_run_and_streams_its_metrics(runs, tiny_base, tmp_path):
+    """`launcher: slurm` through submitit's local executor: one job, one task per "node", each task starting
+    its node's launcher; the caller receives every step's metrics while the job runs."""
+    from rewardlab.slurm import SlurmConfig
+
+    path, tokenizer = tiny_base
+    from helpers_tiny import tiny_pairs_df
+
+    cfg = fast_config(per_device_batch_size=2, num_processes=2, num_machines=2, launcher="slurm", **COMMON)
+    slurm = SlurmConfig(cluster="local", time_min=10)
+    model, history, received = _train_collecting_metrics(path, tokenizer, tiny_pairs_df(16), cfg, tmp_path / "state",
+                                                         slurm=slurm)
     _assert_same_steps(runs["ddp"][1], history)
-    print(f"max |loss difference|: two machines vs two processes {_max_loss_difference(runs['ddp'][1], history):.3g}")
+    _assert_streamed(history, received)
+    logs = sorted((tmp_path / "state" / "launch" / "slurm").glob("*_log.out"))
+    assert [log.name.split("_")[1] for log in logs] == ["0", "1"]  # one task per node
+    for name, tensor in runs["ddp"][0].state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, atol=1e-6, rtol=1e-5)
+    print(f"max |loss difference|: slurm job vs two processes {_max_loss_difference(runs['ddp'][1], history):.3g}")
 
 
 def _run_child(tmp_path: Path, name: str, base: Path, pairs_file: Path, config: dict, state_dir: Path,

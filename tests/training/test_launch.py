@@ -46,3 +46,51 @@ def test_distributed_setting_and_what_fsdp_refuses():
         TrainConfig.from_dict({"distributed": "fsdp", "max_tokens_per_micro_batch": 256})
     with pytest.raises(ValueError, match="torch_compile"):
         TrainConfig.from_dict({"distributed": "fsdp", "torch_compile": True})
+
+
+def test_where_processes_run_changes_neither_the_hash_nor_the_run_label():
+    from rewardlab.run_identity import run_identity
+
+    placed = {"launcher": "slurm", "num_machines": 2, "num_processes": 4, "rdzv_host": "gpu-a", "rdzv_port": 29400}
+    # d029ef9f3a81253b: the default configuration's hash (see above); the launch settings stay out of it.
+    assert TrainConfig(**{**placed, "num_processes": 1, "num_machines": 1}).config_hash({"x": 1}) == "d029ef9f3a81253b"
+    assert TrainConfig(**placed).processes_per_machine == 2
+    plain = {"grm_train": {"variant": "bt", "train": {"num_processes": 4}}}
+    spread = {"grm_train": {"variant": "bt", "train": placed}}
+    assert run_identity(plain).label == run_identity(spread).label
+
+
+def test_machines_get_equal_shares_of_the_processes():
+    with pytest.raises(ValueError, match=r"num_processes \(3\) must be a multiple of num_machines \(2\)"):
+        TrainConfig.from_dict({"num_processes": 3, "num_machines": 2})
+    with pytest.raises(ValueError, match="launcher"):
+        TrainConfig.from_dict({"launcher": "mpi"})
+
+
+def test_the_command_another_machine_runs_to_join_a_job(tmp_path, pairs):
+    import json
+
+    from rewardlab.training.launch import machine_command, write_job
+
+    cfg = fast_config(num_processes=4, num_machines=2, rdzv_host="gpu-a", rdzv_port=29400)
+    write_job(tmp_path, "some/base", pairs, None, cfg, tmp_path / "state")
+    command = machine_command(tmp_path, 1)
+    options = dict(zip(command[3:-3:2], command[4:-3:2]))
+    assert options["--nnodes"] == "2" and options["--nproc-per-node"] == "2" and options["--node-rank"] == "1"
+    assert options["--rdzv-endpoint"] == "gpu-a:29400" and options["--rdzv-conf"] == "is_host=false"
+    assert command[-1] == str(tmp_path.resolve())
+    assert json.loads((tmp_path / "job.json").read_text())["config"]["num_machines"] == 2
+    for rank in (0, 2):  # machine 0 is the Kedro run's own; there is no machine 2
+        with pytest.raises(ValueError, match=rf"machine rank {rank} is not one of those that join it \(1\.\.1\)"):
+            machine_command(tmp_path, rank)
+
+
+def test_train_node_refuses_a_rank_the_job_does_not_have(tmp_path, pairs):
+    from click.testing import CliRunner
+
+    from rewardlab.commands import commands
+    from rewardlab.training.launch import write_job
+
+    write_job(tmp_path, "some/base", pairs, None, fast_config(num_processes=2, num_machines=2), tmp_path / "state")
+    result = CliRunner().invoke(commands, ["train-node", str(tmp_path), "--machine-rank", "3"])
+    assert result.exit_code != 0 and "machine rank 3 is not one of those that join it" in result.output

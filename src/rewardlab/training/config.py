@@ -18,10 +18,12 @@ PRECISIONS = ("no", "bf16")
 REFERENCES = ("model", "precomputed")
 WEIGHT_DTYPES = ("auto", "float32", "bfloat16", "float16")
 DISTRIBUTED = ("ddp", "fsdp")
+LAUNCHERS = ("local", "slurm")
 
 # Fields that change how a run is observed or stored but not the weights it produces; a run resumed with
 # other values for them continues the same trajectory, so they stay out of the configuration hash.
-_NOT_HASHED = frozenset({"eval_every", "checkpoint_every", "keep_checkpoints", "progress"})
+_NOT_HASHED = frozenset({"eval_every", "checkpoint_every", "keep_checkpoints", "progress", "launcher", "num_machines",
+                         "rdzv_host", "rdzv_port"})
 # Options added after runs were already stored: left out of the hash while unset, so those runs still resume.
 _HASHED_WHEN_SET = frozenset({"max_tokens_per_micro_batch", "dtype", "attn_implementation"})
 # Options added later whose default reproduces the earlier runs: hashed only when they differ from it.
@@ -89,6 +91,18 @@ class TrainConfig(TypedConfig):
     # fsdp: FSDP2 fully_shard per decoder layer, then the whole model; its checkpoints differ from DDP's.
     distributed: Literal[DISTRIBUTED] = setting("ddp", "with num_processes > 1: ddp (replicated weights) | "
                                                        "fsdp (weights, gradients and optimizer state sharded)")
+    # Where the processes run does not change what they compute: the launch settings are observational.
+    launcher: Literal[LAUNCHERS] = setting(
+        "local", "local: torchrun on this machine (other machines join with `rewardlab train-node`); slurm: one "
+                 "Slurm job of num_machines nodes (conf/slurm.yml), srun starting one launcher per node",
+        observational=True)
+    num_machines: int = setting(1, "machines (nodes) the num_processes are spread over, equally", ge=1,
+                                observational=True)
+    rdzv_host: str = setting("127.0.0.1", "c10d rendezvous host: machine 0's address, reachable from the others "
+                                          "(local launcher; a Slurm job uses its first node)", pattern=r"\S",
+                             observational=True)
+    rdzv_port: int = setting(29500, "c10d rendezvous port on machine 0 (one local machine: a free port instead)",
+                             ge=1, le=65535, observational=True)
     progress: bool = setting(True, "progress bar", observational=True)
 
     @model_validator(mode="after")
@@ -109,6 +123,17 @@ class TrainConfig(TypedConfig):
         if self.distributed == "fsdp" and self.torch_compile:
             raise ValueError("distributed='fsdp' does not compile the model; set torch_compile to false")
         return self
+
+    @model_validator(mode="after")
+    def _machines_get_equal_shares(self) -> TrainConfig:
+        if self.num_processes % self.num_machines:
+            raise ValueError(f"num_processes ({self.num_processes}) must be a multiple of num_machines "
+                             f"({self.num_machines}): every machine runs the same number of processes")
+        return self
+
+    @property
+    def processes_per_machine(self) -> int:
+        return self.num_processes // self.num_machines
 
     @property
     def global_batch_size(self) -> int:

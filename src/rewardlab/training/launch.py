@@ -9,9 +9,11 @@ per-step metrics through a JSON-lines file, which the caller's `log_metrics` rec
 on, and saves the final model to `WORK_DIR/output`. The environment (MLFLOW_RUN_ID, HF_HOME, ...) is
 passed through unchanged.
 
-Across machines, every machine runs `node_launch_command` with its own `machine_rank` and the same
-rendezvous host and port, on a work directory all of them can read (process 0 writes the results there).
-`TrainConfig.num_processes` counts the processes of all machines together.
+Across machines (`num_machines` > 1), the work directory is `state_dir/launch` on a file system all of them
+share; this machine is machine 0 and the others join with `rewardlab train-node WORK_DIR --machine-rank K`
+(`machine_command`), meeting at `rdzv_host:rdzv_port`. With `launcher: slurm` one Slurm job of
+`num_machines` nodes runs them all (`rewardlab.training.slurm_job`). `TrainConfig.num_processes` counts the
+processes of all machines together.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +32,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import click
 import pandas as pd
 
 from rewardlab.modeling import RewardModel
@@ -156,35 +160,56 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def follow(work_dir: Path, running, stop, log_metrics=None) -> None:
+    """Pass the metrics process 0 appends in `work_dir` to `log_metrics` while `running()` is true, once more
+    after it ends; on any exception here (a SIGTERM or Ctrl-C turned into one by Kedro's hooks), `stop()`."""
+    tail = _MetricsTail(Path(work_dir) / METRICS_FILE)
+    try:
+        while True:
+            finished = not running()
+            for record in tail.read():
+                if log_metrics is not None:
+                    log_metrics(record["metrics"], record["step"])
+            if finished:
+                return
+            time.sleep(POLL_SECONDS)
+    except BaseException:
+        stop()
+        raise
+
+
 def launch_training(base_model, train_pairs: pd.DataFrame, eval_pairs: pd.DataFrame | None,
                     cfg: TrainConfig | dict, state_dir, tokenizer=None, log_metrics=None,
-                    work_dir=None) -> tuple[RewardModel, list[dict[str, Any]]]:
-    """Train on `cfg.num_processes` processes of this machine; same arguments and result as `train_reward_model`.
+                    work_dir=None, slurm=None) -> tuple[RewardModel, list[dict[str, Any]]]:
+    """Train on `cfg.num_processes` launched processes; same arguments and result as `train_reward_model`.
 
-    `work_dir` (default: a temporary directory, removed afterwards) receives the inputs, the metrics
-    stream, the subprocesses' error reports and the final model (`work_dir/output`).
+    `work_dir` receives the inputs, the metrics stream, the processes' error reports and the final model
+    (`work_dir/output`). On one machine it defaults to a temporary directory, removed afterwards; across
+    machines (or with the Slurm launcher, whose settings `slurm`, a `rewardlab.slurm.SlurmConfig`, gives) all
+    machines read it, so it defaults to `state_dir/launch`, on the file system they share, and is kept.
     """
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
-    temporary = work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="rewardlab-launch-")) if temporary else Path(work_dir)
+    shared = cfg.num_machines > 1 or cfg.launcher == "slurm"
+    temporary = work_dir is None and not shared
+    work = Path(tempfile.mkdtemp(prefix="rewardlab-launch-")) if temporary \
+        else Path(work_dir or Path(state_dir) / "launch")
     try:
         write_job(work, base_model, train_pairs, eval_pairs, cfg, state_dir, tokenizer)
-        command = node_launch_command(work, num_processes=cfg.num_processes)
-        logger.info("Launching %d training processes: %s", cfg.num_processes, " ".join(command))
-        tail = _MetricsTail(work / METRICS_FILE)
+        if cfg.launcher == "slurm":
+            from rewardlab.training.slurm_job import run_slurm_job
+
+            run_slurm_job(work, cfg, slurm, log_metrics)
+            return read_result(work)
+        port = cfg.rdzv_port if cfg.num_machines > 1 else 0
+        command = node_launch_command(work, num_processes=cfg.processes_per_machine, num_machines=cfg.num_machines,
+                                      machine_rank=0, rdzv_host=cfg.rdzv_host, rdzv_port=port)
+        if cfg.num_machines > 1:
+            logger.info("Machine 0 of %d starts its %d processes; on machine k (1..%d) run: "
+                        "python -m rewardlab train-node %s --machine-rank k", cfg.num_machines,
+                        cfg.processes_per_machine, cfg.num_machines - 1, work.resolve())
+        logger.info("Launching %d training processes: %s", cfg.processes_per_machine, " ".join(command))
         process = subprocess.Popen(command, env=child_env())
-        try:
-            while True:
-                finished = process.poll() is not None
-                for record in tail.read():
-                    if log_metrics is not None:
-                        log_metrics(record["metrics"], record["step"])
-                if finished:
-                    break
-                time.sleep(POLL_SECONDS)
-        except BaseException:
-            _stop(process)
-            raise
+        follow(work, lambda: process.poll() is None, lambda: _stop(process), log_metrics)
         if process.returncode != 0:
             raise_child_failure(work, process.returncode)
         return read_result(work)
@@ -193,16 +218,49 @@ def launch_training(base_model, train_pairs: pd.DataFrame, eval_pairs: pd.DataFr
             shutil.rmtree(work, ignore_errors=True)
 
 
-def run_training(base_model, tokenizer, train_pairs: pd.DataFrame, eval_pairs: pd.DataFrame | None,
-                 cfg: TrainConfig | dict, state_dir, log_metrics=None) -> tuple[RewardModel, list[dict[str, Any]]]:
-    """Train a reward model wherever `cfg` says: this process, or `cfg.num_processes` launched ones.
+def machine_command(work_dir: str | os.PathLike, machine_rank: int) -> list[str]:
+    """The launcher command of machine `machine_rank` for the job `write_job` left in `work_dir` (its
+    configuration says how many machines and processes, and where they meet)."""
+    cfg = TrainConfig.from_dict(json.loads((Path(work_dir) / JOB_FILE).read_text())["config"])
+    if not 0 < machine_rank < cfg.num_machines:
+        raise ValueError(f"the job in {work_dir} runs on {cfg.num_machines} machine(s): machine rank {machine_rank} "
+                         f"is not one of those that join it (1..{cfg.num_machines - 1})")
+    return node_launch_command(Path(work_dir).resolve(), num_processes=cfg.processes_per_machine,
+                               num_machines=cfg.num_machines, machine_rank=machine_rank,
+                               rdzv_host=cfg.rdzv_host, rdzv_port=cfg.rdzv_port)
 
-    Same arguments and result as `train_reward_model`; inside an already launched process group (a
-    Slurm job, a manual torchrun) it trains in that group."""
+
+@click.command("train-node")
+@click.argument("work_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--machine-rank", type=click.IntRange(min=1), required=True,
+              help="this machine's rank, 1..num_machines-1 (machine 0 is the one whose Kedro run wrote WORK_DIR)")
+def train_node_command(work_dir: Path, machine_rank: int) -> None:
+    """Join a reward-model training across machines: start this machine's share of its processes.
+
+    WORK_DIR is the `launch` folder the Kedro run on machine 0 names in its log (`state_dir/.../launch`), on a
+    file system both machines share."""
+    try:
+        command = machine_command(work_dir, machine_rank)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    process = subprocess.Popen(command, env=child_env())
+    signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
+    sys.exit(process.wait())
+
+
+def run_training(base_model, tokenizer, train_pairs: pd.DataFrame, eval_pairs: pd.DataFrame | None,
+                 cfg: TrainConfig | dict, state_dir, log_metrics=None, slurm=None
+                 ) -> tuple[RewardModel, list[dict[str, Any]]]:
+    """Train a reward model wherever `cfg` says: this process, launched processes on this machine and others,
+    or a Slurm job (`slurm`: its `rewardlab.slurm.SlurmConfig`).
+
+    Same arguments and result as `train_reward_model`; inside an already launched process group (a manual
+    torchrun) it trains in that group."""
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
-    if cfg.num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    launched = cfg.num_processes > 1 or cfg.launcher == "slurm"
+    if launched and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return launch_training(base_model, train_pairs, eval_pairs, cfg, state_dir, tokenizer=tokenizer,
-                               log_metrics=log_metrics)
+                               log_metrics=log_metrics, slurm=slurm)
     return train_reward_model(base_model, tokenizer, train_pairs, eval_pairs, cfg, state_dir, log_metrics)
 
 

@@ -32,8 +32,11 @@ def train_reward_models(
     train_pairs: pd.DataFrame,
     validation_pairs: pd.DataFrame,
     parameters: dict[str, Any],
+    slurm_settings: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Train the run's variant (K members for an ensemble); resumable from `state_dir`."""
+    """Train the run's variant (K members for an ensemble); resumable from `state_dir`.
+
+    `slurm_settings` (conf/slurm.yml) are the job settings of `launcher: slurm`; other launchers ignore them."""
     from transformers import AutoTokenizer
 
     from rewardlab.modeling import RewardEnsemble
@@ -42,6 +45,11 @@ def train_reward_models(
     identity = run_identity(parameters)
     set_run_tags(identity.tags())
     tokenizer = AutoTokenizer.from_pretrained(base_model_path)
+    slurm = None
+    if cfg.train_config(0).launcher == "slurm":
+        from rewardlab.slurm import SlurmConfig
+
+        slurm = SlurmConfig.from_dict(slurm_settings or {}, path="slurm")
     members, histories = [], []
     for member in range(cfg.ensemble_size):
         state_dir = Path(cfg.state_dir) / identity.label / f"member{member}"
@@ -49,7 +57,7 @@ def train_reward_models(
                     cfg.ensemble_size, state_dir)
         model, history = _train_one(base_model_path, tokenizer, train_pairs, validation_pairs,
                                     cfg.train_config(member), state_dir,
-                                    prefix="" if cfg.ensemble_size == 1 else f"member{member}.")
+                                    prefix="" if cfg.ensemble_size == 1 else f"member{member}.", slurm=slurm)
         members.append(model)
         histories.append(pd.DataFrame(history).assign(member=member))
     model = members[0] if cfg.ensemble_size == 1 else RewardEnsemble(members, reduce=cfg.ensemble_reduce)
@@ -80,11 +88,11 @@ def export_trained_model(reward_model_path: str, training_history: pd.DataFrame,
                              reward_std=evaluation.get("eval_reward_std"), provenance=provenance, metrics=evaluation)
 
 
-def _train_one(base_model_path, tokenizer, train_pairs, validation_pairs, cfg, state_dir, prefix):
-    """One reward model; with `num_processes > 1` the launching module starts torchrun itself."""
+def _train_one(base_model_path, tokenizer, train_pairs, validation_pairs, cfg, state_dir, prefix, slurm=None):
+    """One reward model, in this process or in the processes (or Slurm job) `run_training` launches."""
     from rewardlab.training.launch import run_training
 
     def log(metrics: dict[str, float], step: int) -> None:
         log_step_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, step)
 
-    return run_training(base_model_path, tokenizer, train_pairs, validation_pairs, cfg, state_dir, log)
+    return run_training(base_model_path, tokenizer, train_pairs, validation_pairs, cfg, state_dir, log, slurm=slurm)

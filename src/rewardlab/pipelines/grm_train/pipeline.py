@@ -14,7 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 train_reward_models,
-                inputs=["base_model", "noisy_train_pairs", "validation_pairs", "parameters"],
+                inputs=["base_model", "noisy_train_pairs", "validation_pairs", "parameters", "slurm_settings"],
                 outputs=["reward_model", "training_history"],
                 name="train_reward_model",
             ),
