@@ -117,16 +117,22 @@ class PointFailed(RuntimeError):
     """A grid point's `kedro run` exited with an error (the job then ends FAILED)."""
 
 
-def run_point(command: list[str], cwd: str, forward_sigterm: bool) -> int:
-    """A grid point's job: its `kedro run` in the project directory.
+def run_task_command(command: list[str], *, forward_sigterm: bool, **popen_args: Any) -> int:
+    """What a job's task does: run `command` to its end; returns its exit code.
 
-    `forward_sigterm`: pass a SIGTERM on to the run (submitit's local executor signals this process only;
-    Slurm signals every process of the job, and submitit has this one ignore it).
+    `forward_sigterm`: pass a SIGTERM on to it (submitit's local executor signals the task's process only;
+    Slurm signals every process of the job, and submitit has the task itself ignore it).
     """
-    process = subprocess.Popen(command, cwd=cwd, env=os.environ | {"KEDRO_DISABLE_TELEMETRY": "true"})
+    process = subprocess.Popen(command, **popen_args)
     if forward_sigterm:
         signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
-    returncode = process.wait()
+    return process.wait()
+
+
+def run_point(command: list[str], cwd: str, forward_sigterm: bool) -> int:
+    """A grid point's job: its `kedro run` in the project directory."""
+    returncode = run_task_command(command, forward_sigterm=forward_sigterm, cwd=cwd,
+                                  env=os.environ | {"KEDRO_DISABLE_TELEMETRY": "true"})
     if returncode != 0:
         raise PointFailed(f"`{' '.join(command[1:])}` exited {returncode}")
     return returncode

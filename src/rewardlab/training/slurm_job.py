@@ -16,14 +16,13 @@ is cancelled with SIGTERM to its controller, which the tasks pass on to their la
 from __future__ import annotations
 
 import logging
-import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from rewardlab.slurm import ENDED_STATES, SlurmConfig, cancel, job_parameters, job_state, make_executor, node_command
+from rewardlab.slurm import (ENDED_STATES, SlurmConfig, cancel, job_parameters, job_state, make_executor, node_command,
+                             run_task_command)
 from rewardlab.training.config import TrainConfig
 from rewardlab.training.launch import child_env, follow, raise_child_failure
 
@@ -51,10 +50,7 @@ def run_node(work_dir: str, processes_per_node: int, rdzv_port: int, local: bool
     hostnames = ["127.0.0.1"] * environment.num_tasks if local else list(environment.hostnames)
     command = node_command(work_dir, gpus_per_node=processes_per_node, node=environment.global_rank,
                            hostnames=hostnames, rdzv_port=rdzv_port)
-    process = subprocess.Popen(command, env=child_env())
-    if local:
-        signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
-    returncode = process.wait()
+    returncode = run_task_command(command, forward_sigterm=local, env=child_env())
     if returncode != 0:
         raise RuntimeError(f"the launcher of node {environment.global_rank} exited {returncode}")
     return returncode
