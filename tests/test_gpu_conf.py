@@ -31,8 +31,9 @@ ACCELERATE_CONFIGS = {
     "multi_gpu.yaml": "MULTI_GPU",
     "fsdp.yaml": "FSDP",
 }
-# What `kedro run --env gpu --pipelines ingest,grm_train,ood_eval,bon` runs (the world pipeline is not meant for it).
-GPU_PIPELINES = ("ingest", "grm_train", "ood_eval", "bon")
+# What `kedro run --env gpu --pipelines ingest,grm_train,ood_eval,bon` runs, and `--pipelines rl` after it (the world
+# pipeline is not meant for it).
+GPU_PIPELINES = ("ingest", "grm_train", "ood_eval", "bon", "rl")
 # Node outputs that live in memory by design: made and used within one pipeline run.
 MEMORY_BY_DESIGN = {"extra_eval_sets", "ood_response_scores"}
 # The synthetic world's entries the gpu environment replaces with real data (or with empty sets).
@@ -219,6 +220,7 @@ def test_outputs_stay_apart_from_the_synthetic_world(pipelines, catalog_conf, ba
         assert path, f"'{name}' has no path"
         assert str(path).startswith(f"{root}/"), f"'{name}' writes to {path}, outside {root}"
     assert params["grm_train"]["state_dir"].startswith(f"{root}/")
+    assert params["rl"]["state_dir"].startswith(f"{root}/")
 
 
 def test_extra_eval_sets_have_what_load_eval_set_needs(params):
@@ -250,6 +252,16 @@ def test_best_of_n_uses_a_gold_reward_model(params):
     bon = params["bon"]
     assert bon["gold"] != "world"
     assert int(bon["num_samples"]) >= 2 and int(bon["num_prompts"]) >= 1
+
+
+def test_policy_optimization_trains_the_backbone_with_lora_against_a_gold_reward_model(params):
+    from rewardlab.config import RlPipelineConfig
+
+    rl = RlPipelineConfig.from_dict(params["rl"], "rl")
+    assert rl.tuning == "lora" and rl.algorithm in ("rloo", "grpo")
+    assert rl.gold == params["bon"]["gold"] != "world"
+    assert rl.dtype == "bfloat16" and rl.max_length == params["bon"]["max_length"]
+    assert _loader({"gold_reward_model_dir": "/models/gold"})["parameters"]["rl"]["gold"] == "/models/gold"
 
 
 def test_runs_go_to_their_own_mlflow_experiment(config):

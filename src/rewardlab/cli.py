@@ -48,10 +48,16 @@ def _project_config(env: str | None, runtime_params: dict | None = None):
                                      **CONFIG_LOADER_ARGS)
 
 
-def _results_dir(env: str | None) -> Path:
-    """Where `ood_eval` writes one result file per run label, as the catalog of `env` says."""
+# The pipelines that write one result file per run label, and the catalog entry of the folder: a grid point is
+# done when each of these pipelines it runs has written its file.
+PER_RUN_RESULTS = {"ood_eval": "ood_results_by_run", "rl": "rl_curves_by_run"}
+
+
+def _results_dir(env: str | None, entry: str = "ood_results_by_run") -> Path:
+    """Where a pipeline writes one result file per run label (`ood_eval` by default), as the catalog of `env`
+    says."""
     root, config = _project_config(env)
-    path = Path(config["catalog"]["ood_results_by_run"]["path"])
+    path = Path(config["catalog"][entry]["path"])
     return path if path.is_absolute() else root / path
 
 
@@ -112,11 +118,13 @@ def _point_command(pipelines: str, env: str | None, extra_params: str, variant: 
 @click.option("--seeds", default="0,1,2", show_default=True,
               help="Training seeds (the outer loop: every variant and noise rate runs on a seed before the next).")
 @click.option("--pipelines", default="grm_train,ood_eval,bon", show_default=True,
-              help="Pipelines each grid point runs (after `kedro run --pipelines world,ingest` made the inputs).")
+              help="Pipelines each grid point runs (after `kedro run --pipelines world,ingest` made the inputs); "
+                   "add rl to optimize a policy against each point's reward model.")
 @click.option("--env", "-e", default=None, help="Kedro configuration environment.")
 @click.option("--params", "extra_params", default="", help="Extra --params for every run, e.g. 'bon.num_samples=64'.")
 @click.option("--skip-done/--no-skip-done", default=True, show_default=True,
-              help="Skip grid points whose evaluation results already exist.")
+              help="Skip grid points whose results already exist (those of ood_eval and of rl, among the "
+                   "--pipelines).")
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
               help="local: the points one after the other, as `kedro run` subprocesses; slurm: each point its own "
                    "Slurm job (through submitit), several at once, with the job settings of conf/slurm.yml.")
@@ -133,7 +141,8 @@ def grid(variants: str, noise_rates: str, seeds: str, pipelines: str, env: str |
     if slurm_local and executor != "slurm":
         raise click.UsageError("--slurm-local goes with --executor slurm")
     points = grid_points(_split(variants), _split(noise_rates), _split(seeds))
-    done_dir = _results_dir(env) if skip_done else None
+    done_dirs = [_results_dir(env, entry) for name, entry in PER_RUN_RESULTS.items()
+                 if name in _split(pipelines)] if skip_done else []
     try:
         labels = [_point_label(env, _point_parameters(extra_params, *point)) for point in points]
         slurm = _slurm_settings(env, slurm_local) if executor == "slurm" else None
@@ -141,7 +150,7 @@ def grid(variants: str, noise_rates: str, seeds: str, pipelines: str, env: str |
         raise click.ClickException(str(error)) from None
     todo = []
     for index, (point, label) in enumerate(zip(points, labels), start=1):
-        if done_dir is not None and "ood_eval" in pipelines and (done_dir / f"{label}.csv").exists():
+        if done_dirs and all((folder / f"{label}.csv").exists() for folder in done_dirs):
             click.echo(f"[{index}/{len(points)}] {label}: already evaluated, skipped")
             continue
         todo.append((index, label, _point_command(pipelines, env, extra_params, *point)))

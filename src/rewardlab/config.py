@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from pydantic import ValidationError, ValidationInfo, field_validator, model_validator
 
 from rewardlab.errors import ParameterError
+from rewardlab.rl.config import RlConfig
 from rewardlab.training.config import WEIGHT_DTYPES, TrainConfig
 from rewardlab.typed_config import TypedConfig, describe_errors, error_items, join_path, setting
 from rewardlab.world.config import WorldConfig
@@ -194,12 +195,21 @@ class BonConfig(LoadOptions):
     score_batch_size: int = setting(128, "sequences per scored batch", ge=1, observational=True)
 
 
+class RlPipelineConfig(RlConfig):
+    """The `rl` block: the settings of policy optimization (`rewardlab.rl.config.RlConfig`) and where each run
+    keeps its resumable state."""
+
+    state_dir: str = setting("data/06_models/rl_state", "resumable policy-optimization state, per run label",
+                             observational=True)
+
+
 PIPELINE_CONFIGS: dict[str, type[TypedConfig]] = {
     "world": WorldConfig,
     "ingest": IngestConfig,
     "grm_train": GrmTrainConfig,
     "ood_eval": OodEvalConfig,
     "bon": BonConfig,
+    "rl": RlPipelineConfig,
 }
 
 

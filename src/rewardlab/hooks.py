@@ -21,12 +21,13 @@ from rewardlab.errors import MissingInputsError
 logger = logging.getLogger(__name__)
 
 # Which pipeline makes each dataset that other pipelines read: the order a user runs them in.
-_PIPELINE_ORDER = ("world", "ingest", "grm_train", "ood_eval", "bon")
+_PIPELINE_ORDER = ("world", "ingest", "grm_train", "ood_eval", "bon", "rl")
 
 
 def missing_inputs_message(pipeline: Pipeline, catalog: Any, registry: dict[str, Pipeline]) -> str | None:
-    """A message naming every persisted input that does not exist yet and the pipeline that makes it."""
-    lines = []
+    """A message naming every persisted input that does not exist yet and the pipeline that makes it, and, when
+    several pipelines make them, the one command that runs them all in order."""
+    lines, makers = [], set()
     for name in sorted(pipeline.inputs()):
         if name.startswith("params:") or name == "parameters":
             continue
@@ -36,11 +37,16 @@ def missing_inputs_message(pipeline: Pipeline, catalog: Any, registry: dict[str,
             exists = False
         if exists:
             continue
-        maker = next((p for p in _PIPELINE_ORDER if p in registry and name in registry[p].outputs()), None)
+        # all_outputs: a dataset a pipeline also reads itself (reward_model, read by the export) is still its own.
+        maker = next((p for p in _PIPELINE_ORDER if p in registry and name in registry[p].all_outputs()), None)
         hint = f"`kedro run --pipelines {maker}`" if maker else "the catalog entry"
         lines.append(f"  - '{name}' does not exist yet: make it with {hint}")
+        makers.add(maker)
     if not lines:
         return None
+    if len(makers - {None}) > 1:
+        ordered = ",".join(p for p in _PIPELINE_ORDER if p in makers)
+        lines.append(f"Make them all with `kedro run --pipelines {ordered}`.")
     return (
         "This run needs inputs that were never made:\n"
         + "\n".join(lines)
@@ -377,10 +383,12 @@ class RunSummaryHooks:
             return run_summary.format_run_summary(run_id=None, metrics={}, reports=reports)
         tracking_uri = mlflow.get_tracking_uri()
         metrics, bon_gold, experiment_id = run_summary.read_run(tracking_uri, self._run_id)
+        rl_gold = run_summary.metric_history(tracking_uri, self._run_id, run_summary.RL_GOLD) \
+            if run_summary.RL_GOLD in metrics else []
         ui = getattr(getattr(self._context, "mlflow", None), "ui", None)  # kedro-mlflow's mlflow.yml `ui`
         host, port = getattr(ui, "host", None) or "127.0.0.1", getattr(ui, "port", None) or 5000
         return run_summary.format_run_summary(
-            run_id=self._run_id, metrics=metrics, bon_gold=bon_gold, reports=reports,
+            run_id=self._run_id, metrics=metrics, bon_gold=bon_gold, rl_gold=rl_gold, reports=reports,
             mlflow_ui=run_summary.mlflow_ui_command(tracking_uri, project_path, host, port),
             run_url=f"http://{host}:{port}/#/experiments/{experiment_id}/runs/{self._run_id}",
             # MLflow 3.17 opens an experiment on its GenAI overview unless the address asks for model training.

@@ -20,6 +20,8 @@ EVAL_ACCURACY = re.compile(r"eval\.(?P<set>.+)\.accuracy")
 # Training logs `loss`, or `member<i>.loss` for each member of an ensemble.
 TRAINING_LOSS = re.compile(r"(?P<member>member\d+\.)?loss")
 BON_GOLD = "bon.gold"
+# The policy's gold score on held-out prompts at each evaluation step of policy optimization (pipeline `rl`).
+RL_GOLD = "rl.eval.gold"
 # Markdown tables first, then plots, then the rest (data behind them).
 _REPORT_ORDER = {".md": 0, ".png": 1}
 _LABEL_WIDTH = 12
@@ -67,6 +69,7 @@ def format_run_summary(
     run_id: str | None,
     metrics: Mapping[str, float],
     bon_gold: Sequence[tuple[int, float]] = (),
+    rl_gold: Sequence[tuple[int, float]] = (),
     reports: Sequence[str] = (),
     mlflow_ui: str | None = None,
     run_url: str | None = None,
@@ -75,6 +78,7 @@ def format_run_summary(
     """The summary text: only the lines there is something for.
 
     `metrics` are the run's latest values by key, `bon_gold` the (n, value) history of best-of-n's gold score,
+    `rl_gold` the (step, value) history of the optimized policy's gold score on held-out prompts,
     `reports` the report files and folders the run wrote, `mlflow_ui` the command that serves the MLflow UI and
     `run_url` the run's page there and `runs_url` its experiment's runs table.
     """
@@ -92,6 +96,10 @@ def format_run_summary(
         n, gold = peak
         last_n, last_gold = max(bon_gold)
         row("Best-of-n", f"gold peaks at {_number(gold)} with n={n} ({_number(last_gold)} at n={last_n})")
+    if peak := gold_peak(rl_gold):
+        step, gold = peak
+        last_step, last_gold = max(rl_gold)
+        row("Policy", f"gold peaks at {_number(gold)} at step {step} ({_number(last_gold)} at step {last_step})")
     for index, path in enumerate(_ordered_reports(reports)):
         row("" if index else "Reports", path)
     if mlflow_ui:
@@ -114,6 +122,13 @@ def read_run(tracking_uri: str, run_id: str) -> tuple[dict[str, float], list[tup
     metrics = dict(run.data.metrics)
     history = [(m.step, m.value) for m in client.get_metric_history(run_id, BON_GOLD)] if BON_GOLD in metrics else []
     return metrics, history, run.info.experiment_id
+
+
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every point of one metric of the run; empty when the run never logged it."""
+    from mlflow.tracking import MlflowClient
+
+    return [(m.step, m.value) for m in MlflowClient(tracking_uri=tracking_uri).get_metric_history(run_id, key)]
 
 
 def dataset_path(dataset: Any) -> PurePath | None:

@@ -15,6 +15,7 @@ from rewardlab.run_identity import run_identity
 logger = logging.getLogger(__name__)
 
 WORLD_SETS = ("test", "ood_prompt", "ood_response", "ood_both")
+HIDDEN_NORM_COLUMNS = ("hidden_norm_mean", "hidden_norm_std", "hidden_norm_cv")
 
 
 def load_extra_sets(params: dict[str, Any]) -> dict[str, pd.DataFrame]:
@@ -110,6 +111,12 @@ def summarize_eval(
     in characters, reward stats, norm dispersion, Kendall tau, and how many pairs (responses, for a benchmark
     set) were cut to `max_length`; one result file per run label.
 
+    Each set's overall row also has ``hidden_norm_mean``, ``hidden_norm_std`` and ``hidden_norm_cv`` (std /
+    mean): the L2 norms of the reward head's input, the last layer's hidden state at the last real token, over
+    every response scored (a pair's chosen and rejected both), as `rewardlab.scoring` computes them. Hong et al.
+    (ICML 2025, arXiv 2505.07271, the BSR paper) name a wide spread of these norms as the main source of reward
+    over-optimization; the in-distribution `test` set's values are the ones the reports read.
+
     A benchmark set (RewardBench 2, RM-Bench) is summarized by its own rule
     (`rewardlab.evalsets.summarize_benchmark`): `accuracy` is the benchmark's score, its rows are the overall
     score ("all") and its parts (RewardBench 2 sections; RM-Bench easy/normal/hard and domains), `n` counts
@@ -142,6 +149,12 @@ def summarize_eval(
     metrics["kendall_tau"] = metrics["eval_set"].map(taus)
     if "truncated" in scores.columns:
         metrics["truncated_pairs"] = metrics["eval_set"].map(scores.groupby("eval_set")["truncated"].sum())
+    norm_stats = {name: hidden_norm_stats(group) for name, group in scores.groupby("eval_set", sort=False)}
+    overall = _overall_rows(metrics)
+    for column in HIDDEN_NORM_COLUMNS:
+        # Over the whole set only: a subset's row would otherwise show the set's spread as its own.
+        metrics[column] = metrics["eval_set"].map({name: stats[column] for name, stats in norm_stats.items()})
+        metrics.loc[~overall, column] = np.nan
     metrics.insert(0, "run_label", identity.label)
     # Reports group runs by variant: its configuration is part of it, so different configurations never mix.
     metrics.insert(1, "variant", identity.variant_label)
@@ -151,7 +164,7 @@ def summarize_eval(
     flat = {}
     for _, row in metrics[_overall_rows(metrics)].iterrows():
         for column in ("accuracy", "ci_low", "ci_high", "ece", "length_spearman", "kendall_tau", "norm_dispersion",
-                       "truncated_pairs"):
+                       "truncated_pairs", *HIDDEN_NORM_COLUMNS):
             if column in row and pd.notna(row[column]):
                 flat[f"{row['eval_set']}.{column}"] = row[column]
     benchmark_rows = metrics[metrics["benchmark"].notna()]
@@ -159,6 +172,21 @@ def summarize_eval(
         part = "" if row["subset"] == "all" else f"{row['subset']}."
         flat[f"{row['eval_set']}.{part}score"] = row["accuracy"]
     return metrics, metrics_for_mlflow(flat), {identity.label: metrics}
+
+
+def hidden_norm_stats(scored: pd.DataFrame) -> dict[str, float]:
+    """Mean, population std and coefficient of variation (`rewardlab.metrics.norm_dispersion`) of the hidden-state
+    norms of one scored set: both responses of every pair (``hidden_norm_chosen``, ``hidden_norm_rejected``), or
+    every response of a benchmark set (``hidden_norm``). NaNs when the set has no norms."""
+    from rewardlab.metrics import norm_dispersion
+
+    columns = [c for c in ("hidden_norm_chosen", "hidden_norm_rejected", "hidden_norm") if c in scored.columns]
+    norms = np.concatenate([scored[c].to_numpy(dtype=np.float64) for c in columns]) if columns else np.array([])
+    norms = norms[~np.isnan(norms)]
+    if norms.size == 0:
+        return dict.fromkeys(HIDDEN_NORM_COLUMNS, float("nan"))
+    return {"hidden_norm_mean": float(norms.mean()), "hidden_norm_std": float(norms.std()),
+            "hidden_norm_cv": norm_dispersion(norms)}
 
 
 def _benchmark_of(group: pd.DataFrame) -> str | None:
