@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rewardlab.training.checkpoint import (LATEST, META, checkpoint_name, list_checkpoints, read_meta,
-                                           remove_stale_temporaries, write_text_atomic)
+from rewardlab.training.checkpoint import (META, checkpoint_name, fsync_path, list_checkpoints, publish_checkpoint,
+                                           read_meta, remove_stale_temporaries)
 
 CURVES_FILE = "curves.json"
 FORMAT_VERSION = 1
@@ -89,26 +87,5 @@ def commit_checkpoint(staged: Path, run_dir: Path, step: int, fingerprint: str,
     meta = {"fingerprint": fingerprint, "step": int(step), "format": FORMAT_VERSION}
     (staged / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
     for path in sorted(staged.rglob("*"), key=lambda p: -len(p.parts)):  # files first, then their folders
-        _fsync(path)
-    _fsync(staged)
-    final = run_dir / checkpoint_name(step)
-    if final.exists():  # the same step saved again: move the old one aside first
-        trash = run_dir / f".trash-{final.name}"
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(final, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    os.replace(staged, final)
-    _fsync(run_dir)
-    write_text_atomic(run_dir / LATEST, final.name)
-    for old in list_checkpoints(run_dir)[: -max(int(keep), 1)]:
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_path(path)
+    return publish_checkpoint(staged, run_dir, step, keep)

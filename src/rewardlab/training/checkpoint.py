@@ -38,7 +38,7 @@ def checkpoint_name(step: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------- file system
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -65,7 +65,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     _write_bytes_synced(tmp, text.encode("utf-8"))
     os.replace(tmp, path)
-    _fsync_path(path.parent)
+    fsync_path(path.parent)
 
 
 def read_meta(directory: Path) -> dict[str, Any] | None:
@@ -164,6 +164,26 @@ def all_finite(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
 
 
+def publish_checkpoint(staged: Path, root: Path, step: int, keep: int) -> Path:
+    """Move the complete checkpoint directory `staged` (its files written and synced, meta.json last) into place
+    as `root/step-XXXXXXXX`, point `latest` at it and keep the newest `keep`; returns its path. A process killed
+    at any moment leaves the previous checkpoint or this one, never a partial one that looks complete."""
+    final = root / checkpoint_name(step)
+    fsync_path(staged)
+    if final.exists():  # the same step saved again (a rerun): move the old one aside first
+        trash = root / f".trash-{final.name}"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(final, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    os.replace(staged, final)
+    fsync_path(root)
+    write_text_atomic(root / LATEST, final.name)
+    for old in list_checkpoints(root)[: -max(int(keep), 1)]:
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -200,7 +220,7 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_file(weights, str(tmp / "trainable.safetensors"))
-        _fsync_path(tmp / "trainable.safetensors")
+        fsync_path(tmp / "trainable.safetensors")
         _torch_save_synced(optimizer_state, tmp / "optimizer.pt")
         _torch_save_synced(scheduler.state_dict(), tmp / "scheduler.pt")
         _torch_save_synced(dict(extra or {}), tmp / "extra.pt")
@@ -208,18 +228,7 @@ def save_checkpoint(
         # meta.json last: a directory without it is never taken for a checkpoint.
         record = {**meta, "step": int(step), "num_processes": accelerator.num_processes, "format": FORMAT_VERSION}
         _write_bytes_synced(tmp / META, json.dumps(record, indent=1, sort_keys=True).encode("utf-8"))
-        _fsync_path(tmp)
-        if final.exists():  # the same step saved again (a rerun): move the old one aside first
-            trash = root / f".trash-{final.name}"
-            shutil.rmtree(trash, ignore_errors=True)
-            os.replace(final, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(tmp, final)
-        _fsync_path(root)
-        write_text_atomic(root / LATEST, final.name)
-        for old in list_checkpoints(root)[: -max(int(keep), 1)]:
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
+        publish_checkpoint(tmp, root, step, keep)
         logger.info("Saved training state at step %d to %s", step, final)
     accelerator.wait_for_everyone()
     return final
