@@ -77,3 +77,14 @@ def project_run_label(project: Path, runtime_params: dict | None = None) -> str:
     loader = CONFIG_LOADER_CLASS(conf_source=str(project / "conf"), runtime_params=runtime_params or {},
                                  **CONFIG_LOADER_ARGS)
     return run_identity(loader["parameters"]).label
+
+
+def mlflow_runs(project: Path) -> list:
+    """Every run in the project's tracking store (kedro-mlflow creates the store and experiment up front)."""
+    from mlflow.tracking import MlflowClient
+
+    if not (project / "mlflow.db").exists():
+        return []
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments) if experiments else []

@@ -4,7 +4,7 @@ that has no data at all: the check cannot depend on inputs existing, and nothing
 from __future__ import annotations
 
 import pytest
-from project_copy import TINY_PARAMETERS, kedro, make_project_copy
+from project_copy import TINY_PARAMETERS, kedro, make_project_copy, mlflow_runs
 
 pytestmark = pytest.mark.slow
 
@@ -39,18 +39,9 @@ def test_a_bad_parameter_stops_the_run_before_anything_happens(tmp_path, case):
     # Checked before the missing-inputs guard and before kedro-mlflow opens a run: nothing was made or tracked.
     assert "does not exist yet" not in output
     assert not (project / "data").exists() or not any(p.is_file() for p in (project / "data").rglob("*"))
-    assert _mlflow_runs(project) == []
+    assert mlflow_runs(project) == []
 
 
-def _mlflow_runs(project) -> list:
-    """Every run in the project's tracking store (kedro-mlflow creates the store and experiment up front)."""
-    from mlflow.tracking import MlflowClient
-
-    if not (project / "mlflow.db").exists():
-        return []
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(experiments) if experiments else []
 
 
 def test_every_problem_is_listed_at_once(tmp_path):

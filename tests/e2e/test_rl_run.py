@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from project_copy import TINY_PARAMETERS, kedro, make_project_copy, project_run_label
+from project_copy import TINY_PARAMETERS, kedro, make_project_copy, mlflow_runs, project_run_label
 
 pytestmark = pytest.mark.slow
 
@@ -21,14 +21,6 @@ def _runtime_params(text: str) -> dict:
     return OmegaConf.to_container(OmegaConf.from_dotlist(text.split(",")))
 
 
-def _mlflow_runs(project) -> list:
-    from mlflow.tracking import MlflowClient
-
-    if not (project / "mlflow.db").exists():
-        return []
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(experiments) if experiments else []
 
 
 def test_rl_on_a_fresh_project_stops_at_once_naming_the_command(tmp_path):
@@ -43,7 +35,7 @@ def test_rl_on_a_fresh_project_stops_at_once_naming_the_command(tmp_path):
     assert "Error: This run needs inputs that were never made" in result.stderr
     assert "Traceback" not in output
     assert not (project / "data").exists() or not any(p.is_file() for p in (project / "data").rglob("*"))
-    assert _mlflow_runs(project) == []
+    assert mlflow_runs(project) == []
 
 
 def test_rl_after_world_ingest_and_grm_train(tmp_path):
@@ -75,7 +67,7 @@ def test_rl_after_world_ingest_and_grm_train(tmp_path):
     assert any(not (a == b).all() for a, b in zip(policy.state_dict().values(), base.state_dict().values()))
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    (run,) = _mlflow_runs(project)
+    (run,) = mlflow_runs(project)
     assert run.info.status == "FINISHED" and run.data.tags["run_label"] == label
     for key, steps in (("rl.train.proxy", [1, 2]), ("rl.train.gold", [1, 2]), ("rl.train.kl", [1, 2]),
                        ("rl.eval.gold", [0, 1, 2]), ("rl.eval.proxy", [0, 1, 2]), ("rl.eval.kl", [0, 1, 2])):
@@ -103,4 +95,4 @@ def test_a_bad_rl_parameter_stops_the_run_before_anything_happens(tmp_path):
     assert "rl.group_size must be >= 2, got 1" in output and "rl.algorithm must be one of 'rloo' or 'grpo'" in output
     assert "does not exist yet" not in output  # parameters are checked first
     assert not (project / "data").exists() or not any(p.is_file() for p in (project / "data").rglob("*"))
-    assert _mlflow_runs(project) == []
+    assert mlflow_runs(project) == []
