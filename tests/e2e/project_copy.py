@@ -88,3 +88,20 @@ def mlflow_runs(project: Path) -> list:
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments) if experiments else []
+
+
+def kill_tree(process: subprocess.Popen, children: list) -> None:
+    """Kills `process`, if still running, and its `children` (psutil processes; found now when none were
+    recorded): whatever a test of stopping failed at, nothing it started outlives it."""
+    import contextlib
+
+    import psutil
+
+    if process.poll() is None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            children = children or psutil.Process(process.pid).children(recursive=True)
+        process.kill()
+        process.wait()
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()

@@ -4,7 +4,6 @@ end FAILED."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import shutil
 import signal
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from project_copy import (PROJECT_ROOT, TINY_PARAMETERS, kedro, kedro_command, kedro_env, make_project_copy,
-                          project_run_label)
+from project_copy import (PROJECT_ROOT, TINY_PARAMETERS, kedro, kedro_command, kedro_env, kill_tree,
+                          make_project_copy, project_run_label)
 
 pytestmark = pytest.mark.slow
 
@@ -56,12 +55,6 @@ def test_grid_points_run_as_concurrent_jobs_each_its_own_finished_mlflow_run(tin
     assert runs[0].start_time < runs[1].end_time and runs[1].start_time < runs[0].end_time, output
 
 
-def _kill_all(processes: list[psutil.Process]) -> None:
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
-
-
 def test_a_sigterm_to_the_grid_cancels_its_jobs_whose_runs_end_failed(tiny_project, tmp_path):
     parameters = copy.deepcopy(TINY_PARAMETERS)
     parameters["grm_train"]["train"].update(num_epochs=1000, checkpoint_every=5)  # runs far longer than the test
@@ -89,12 +82,8 @@ def test_a_sigterm_to_the_grid_cancels_its_jobs_whose_runs_end_failed(tiny_proje
         grid.send_signal(signal.SIGTERM)
         returncode = grid.wait(timeout=180)
         _, alive = psutil.wait_procs(descendants, timeout=30)
-    finally:  # whatever failed, nothing outlives the test
-        if grid.poll() is None:
-            descendants = descendants or psutil.Process(grid.pid).children(recursive=True)
-            grid.kill()
-            grid.wait()
-        _kill_all(descendants)
+    finally:
+        kill_tree(grid, descendants)
     output = log.read_text()
     assert returncode != 0 and f"grid stopped by SIGTERM: cancelled {labels[0]}, {labels[1]}" in output, output
     assert all(f"{label}: CANCELLED" in output for label in labels), output

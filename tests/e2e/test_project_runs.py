@@ -3,7 +3,6 @@ a run stopped by SIGTERM or Ctrl-C."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import shutil
@@ -16,7 +15,8 @@ import pandas as pd
 import psutil
 import pytest
 
-from project_copy import TINY_PARAMETERS, kedro, kedro_command, kedro_env, make_project_copy, project_run_label
+from project_copy import (TINY_PARAMETERS, kedro, kedro_command, kedro_env, kill_tree, make_project_copy,
+                          project_run_label)
 
 pytestmark = pytest.mark.slow
 
@@ -128,18 +128,6 @@ def _poll(condition, what: str, process: subprocess.Popen, log: Path, timeout: f
     return value
 
 
-def _kill_tree(process: subprocess.Popen, children: list[psutil.Process]) -> None:
-    """Kills `process`, if still running, and its `children` (found now when none were recorded)."""
-    if process.poll() is None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            children = children or psutil.Process(process.pid).children(recursive=True)
-        process.kill()
-        process.wait()
-    for child in children:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-
-
 def _long_training_project(tiny_project: Path, target: Path, num_processes: int = 1) -> Path:
     """A project copy holding grm_train's inputs, whose training runs far longer than a test waits for."""
     parameters = copy.deepcopy(TINY_PARAMETERS)
@@ -182,7 +170,7 @@ def test_a_stopped_run_ends_failed_in_mlflow_and_keeps_what_was_saved(tiny_proje
         returncode = process.wait(timeout=90)
         _, alive = psutil.wait_procs(children, timeout=30)
     finally:  # whatever failed, neither the run nor its training processes outlive the test
-        _kill_tree(process, children)
+        kill_tree(process, children)
     output = log.read_text()
     assert returncode != 0, output[-6000:]
     run = client.get_run(run.info.run_id)
@@ -227,7 +215,7 @@ def test_a_stopped_grid_stops_its_run_which_ends_failed(tiny_project, tmp_path, 
         returncode = grid.wait(timeout=90)
         _, alive = psutil.wait_procs(runs, timeout=30)
     finally:
-        _kill_tree(grid, runs)
+        kill_tree(grid, runs)
     output = log.read_text()
     assert returncode != 0 and f"grid stopped by {signum.name} at bt__noise0__seed0" in output, output[-6000:]
     assert not alive, f"left running: {alive}"

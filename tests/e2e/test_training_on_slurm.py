@@ -5,7 +5,6 @@ leaves the run FAILED."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import shutil
 import signal
@@ -16,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from project_copy import TINY_PARAMETERS, kedro, kedro_command, kedro_env, make_project_copy, project_run_label
+from project_copy import (TINY_PARAMETERS, kedro, kedro_command, kedro_env, kill_tree, make_project_copy,
+                          project_run_label)
 
 pytestmark = pytest.mark.slow
 
@@ -86,14 +86,8 @@ def test_a_sigterm_to_the_kedro_run_cancels_the_training_job_and_fails_the_run(t
         run.send_signal(signal.SIGTERM)
         returncode = run.wait(timeout=180)
         _, alive = psutil.wait_procs(descendants, timeout=30)
-    finally:  # whatever failed, nothing outlives the test
-        if run.poll() is None:
-            descendants = descendants or psutil.Process(run.pid).children(recursive=True)
-            run.kill()
-            run.wait()
-        for process in descendants:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
+    finally:
+        kill_tree(run, descendants)
     output = log.read_text()
     assert returncode != 0 and "Cancelling Slurm job" in output, output[-6000:]
     assert len(descendants) >= 7, descendants  # controller + 2 tasks + 2 launchers + 2 training processes
