@@ -69,3 +69,15 @@ def tiny_pairs_df(n: int = 12) -> pd.DataFrame:
             "source": "tiny",
         })
     return pd.DataFrame(rows, columns=["id", "prompt", "chosen", "rejected", "margin", "source"])
+
+
+def sqlite_tracking_store(root: Path, experiment: str):
+    """A real sqlite MLflow tracking store and Model Registry in `root`, its artifacts beside it, active while the
+    generator is (a module fixture's body: creating the tables takes seconds); yields its URI."""
+    import mlflow
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(experiment, str(root / "artifacts")))
+    yield uri
+    mlflow.set_tracking_uri(None)

@@ -17,7 +17,7 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast, pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers_tiny import TINY_TEXTS, save_tiny_base, tiny_pairs_df  # noqa: E402
+from helpers_tiny import TINY_TEXTS, save_tiny_base, sqlite_tracking_store, tiny_pairs_df  # noqa: E402
 
 from rewardlab.commands import commands  # noqa: E402
 from rewardlab.datasets import PretrainedDataset  # noqa: E402
@@ -169,16 +169,8 @@ def test_final_evaluation_is_the_last_evaluated_step():
 
 @pytest.fixture(scope="module")
 def mlflow_store(tmp_path_factory):
-    """A real sqlite tracking store and Model Registry, with its artifacts beside it (one per module: creating the
-    tables takes seconds). Each test registers its own model names."""
-    import mlflow
-
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment("export", str(root / "artifacts")))
-    yield uri
-    mlflow.set_tracking_uri(None)
+    """A real sqlite tracking store and Model Registry for the module; each test registers its own names."""
+    yield from sqlite_tracking_store(tmp_path_factory.mktemp("mlflow"), "export")
 
 
 def test_logged_and_registered_model_loads_from_the_registry(trained, mlflow_store):

@@ -105,3 +105,15 @@ def kill_tree(process: subprocess.Popen, children: list) -> None:
     for child in children:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
+
+
+def signal_and_reap(process: subprocess.Popen, signum: int, wait_s: float = 180) -> tuple[int, list, list]:
+    """Sends `signum` to `process` and waits for it and every process it had started then; returns its exit code,
+    those descendants, and the ones still alive 30 s after it ended."""
+    import psutil
+
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signum)
+    returncode = process.wait(timeout=wait_s)
+    _, alive = psutil.wait_procs(descendants, timeout=30)
+    return returncode, descendants, alive

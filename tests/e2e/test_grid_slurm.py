@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 from project_copy import (PROJECT_ROOT, TINY_PARAMETERS, kedro, kedro_command, kedro_env, kill_tree,
-                          make_project_copy, project_run_label)
+                          make_project_copy, project_run_label, signal_and_reap)
 
 pytestmark = pytest.mark.slow
 
@@ -77,11 +77,8 @@ def test_a_sigterm_to_the_grid_cancels_its_jobs_whose_runs_end_failed(tiny_proje
                       client.get_metric_history(runs[label].info.run_id, "loss") for label in labels):
             assert grid.poll() is None and time.monotonic() < deadline, log.read_text()[-6000:]
             time.sleep(0.5)
-        # The jobs' controllers, their tasks and the tasks' `kedro run`s.
-        descendants = psutil.Process(grid.pid).children(recursive=True)
-        grid.send_signal(signal.SIGTERM)
-        returncode = grid.wait(timeout=180)
-        _, alive = psutil.wait_procs(descendants, timeout=30)
+        # The grid, then its descendants: the jobs' controllers, their tasks and the tasks' `kedro run`s.
+        returncode, descendants, alive = signal_and_reap(grid, signal.SIGTERM)
     finally:
         kill_tree(grid, descendants)
     output = log.read_text()

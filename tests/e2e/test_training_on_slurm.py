@@ -16,7 +16,7 @@ import psutil
 import pytest
 import yaml
 from project_copy import (TINY_PARAMETERS, kedro, kedro_command, kedro_env, kill_tree, make_project_copy,
-                          project_run_label)
+                          project_run_label, signal_and_reap)
 
 pytestmark = pytest.mark.slow
 
@@ -81,11 +81,8 @@ def test_a_sigterm_to_the_kedro_run_cancels_the_training_job_and_fails_the_run(t
         while not ((found := _run(project))[1] and found[0].get_metric_history(found[1].info.run_id, "loss")):
             assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-6000:]
             time.sleep(0.5)  # ... and their metrics reach the MLflow run
-        # The job's controller, its two tasks, their launchers and the training processes.
-        descendants = psutil.Process(run.pid).children(recursive=True)
-        run.send_signal(signal.SIGTERM)
-        returncode = run.wait(timeout=180)
-        _, alive = psutil.wait_procs(descendants, timeout=30)
+        # The run, then its descendants: the job's controller, tasks, launchers and training processes.
+        returncode, descendants, alive = signal_and_reap(run, signal.SIGTERM)
     finally:
         kill_tree(run, descendants)
     output = log.read_text()

@@ -14,7 +14,7 @@ import yaml
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers_tiny import TINY_TEXTS, build_tiny_tokenizer, save_tiny_base  # noqa: E402
+from helpers_tiny import TINY_TEXTS, build_tiny_tokenizer, save_tiny_base, sqlite_tracking_store  # noqa: E402
 
 from rewardlab.config import PIPELINE_CONFIGS, RlPipelineConfig  # noqa: E402
 from rewardlab.hooks import missing_inputs_message  # noqa: E402
@@ -50,15 +50,8 @@ def models(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def mlflow_store(tmp_path_factory):
-    """A real sqlite tracking store for the module, its artifacts beside it."""
-    import mlflow
-
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment("rl", str(root / "artifacts")))
-    yield uri
-    mlflow.set_tracking_uri(None)
+    """A real sqlite tracking store and Model Registry for the module; each test registers its own names."""
+    yield from sqlite_tracking_store(tmp_path_factory.mktemp("mlflow"), "rl")
 
 
 # ---- prompts ---------------------------------------------------------------------------------------------------
