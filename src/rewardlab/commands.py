@@ -17,6 +17,20 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def model_loading_options(command):
+    """The options of a command that loads a model by `load_scorer`: --device, --dtype and --tracking-uri."""
+    for option in reversed([
+        click.option("--device", default="auto", show_default=True,
+                     help="auto (the GPU when there is one), cpu, cuda..."),
+        click.option("--dtype", default=None,
+                     help="Weights as loaded: float32, bfloat16, float16, auto (default: as saved)."),
+        click.option("--tracking-uri", default=None,
+                     help="MLflow store for MLflow URIs (default: MLFLOW_TRACKING_URI, else ./mlflow.db)."),
+    ]):
+        command = option(command)
+    return command
+
+
 class LazyGroup(click.Group):
     """Imports a command's module only when it is called or listed, so `rewardlab --help` stays quick."""
 

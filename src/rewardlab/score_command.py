@@ -18,6 +18,8 @@ from typing import Any
 
 import click
 
+from rewardlab.commands import model_loading_options
+
 OUTPUT_SUFFIXES = (".jsonl", ".csv", ".parquet")
 RESPONSES = "responses"
 AUTO = "auto"
@@ -108,10 +110,7 @@ def _with_rewards(records: Sequence[Mapping], columns: dict[str, Sequence[float]
               help="Sequences per forward pass.")
 @click.option("--max-length", default=512, show_default=True, type=click.IntRange(min=1),
               help="Tokens per scored sequence; longer ones keep the prompt's end and the response's start.")
-@click.option("--device", default="auto", show_default=True, help="auto (the GPU when there is one), cpu, cuda...")
-@click.option("--dtype", default=None, help="Weights as loaded: float32, bfloat16, float16, auto (default: as saved).")
-@click.option("--tracking-uri", default=None,
-              help="MLflow store for MLflow URIs (default: MLFLOW_TRACKING_URI, else ./mlflow.db).")
+@model_loading_options
 def score(input_path: Path, output_path: Path, source: str, data_format: str, batch_size: int, max_length: int,
           device: str, dtype: str | None, tracking_uri: str | None) -> None:
     """Score every row of INPUT (JSONL, CSV or Parquet) and write them with their rewards to OUTPUT (.jsonl,

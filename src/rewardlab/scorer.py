@@ -352,3 +352,4 @@ def load_scorer(source: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SI
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return Scorer(model.to(device), tokenizer, text, kind, batch_size, max_length, min_response_tokens)
+

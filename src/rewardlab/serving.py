@@ -23,6 +23,8 @@ from typing import Any
 
 import click
 
+from rewardlab.commands import model_loading_options
+
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
@@ -181,10 +183,7 @@ def create_app(scorer, max_batch: int = DEFAULT_MAX_BATCH, max_request_bytes: in
               help="Tokens per scored sequence; a text that does not fit is refused (422), never cut.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
               help="Sequences per forward pass.")
-@click.option("--device", default="auto", show_default=True, help="auto (the GPU when there is one), cpu, cuda...")
-@click.option("--dtype", default=None, help="Weights as loaded: float32, bfloat16, float16, auto (default: as saved).")
-@click.option("--tracking-uri", default=None,
-              help="MLflow store for MLflow URIs (default: MLFLOW_TRACKING_URI, else ./mlflow.db).")
+@model_loading_options
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(source: str, host: str, port: int, max_batch: int, max_request_bytes: int, max_length: int,
