@@ -212,7 +212,12 @@ def test_a_stopped_grid_stops_its_run_which_ends_failed(tiny_project, tmp_path, 
         runs = psutil.Process(grid.pid).children(recursive=True)
         assert runs, "the grid point's `kedro run` is not a child of the grid"
         grid.send_signal(signum)
-        returncode = grid.wait(timeout=90)
+        try:
+            returncode = grid.wait(timeout=90)
+        except subprocess.TimeoutExpired:  # say where the grid and its run were when they did not stop
+            raise AssertionError(f"the grid did not stop within 90 s of {signum.name}; still running: "
+                                 f"{[p.cmdline()[-4:] for p in runs if p.is_running()]}\n"
+                                 f"{log.read_text()[-6000:]}") from None
         _, alive = psutil.wait_procs(runs, timeout=30)
     finally:
         kill_tree(grid, runs)
